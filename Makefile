@@ -1,0 +1,119 @@
+# sensorflow -- build, test and run the whole pipeline.
+#
+#   make            build the three services into build/bin/
+#   make test       unit tests (cmocka) + integration tests against real servers
+#   make run        run the whole stack locally (state under .run/), Ctrl-C stops it
+#   make logs       follow the logs of `make run` (SERVICE=ingestion for one service)
+#   make psql       psql on the stack's database
+#
+# Switches: WERROR=1 (CI), SANITIZE=address,undefined, CC=clang.
+# Missing Debian packages are installed first (scripts/deps.sh, sudo when not root).
+
+CC       ?= cc
+BUILD    ?= build
+SANITIZE ?=
+WERROR   ?=
+
+WARN   = -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-align -Wwrite-strings \
+         -Wstrict-prototypes -Wmissing-prototypes -Wold-style-definition \
+         -Wformat=2 -Wno-format-zero-length -Wundef -Wvla -Wimplicit-fallthrough
+ifeq ($(WERROR),1)
+WARN  += -Werror
+endif
+OPT    = -O2 -g
+CSTD   = -std=c11 -D_GNU_SOURCE
+PKGS   = libevent libevent_pthreads jansson libpq
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS_ALL = $(CSTD) $(OPT) $(WARN) $(PKG_CFLAGS) -Icommon -MMD -MP $(CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) -lpaho-mqtt3a -lpthread -lm $(LDLIBS)
+
+ifneq ($(SANITIZE),)
+BUILD      := $(BUILD)/san
+CFLAGS_ALL += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS    += -fsanitize=$(SANITIZE)
+endif
+
+BIN = $(BUILD)/bin
+OBJ = $(BUILD)/obj
+
+COMMON_SRC    = $(wildcard common/*.c)
+INGESTION_SRC = $(wildcard ingestion/*.c)
+STORAGE_SRC   = $(wildcard storage/*.c)
+SIM_SRC       = $(wildcard sensor-sim/*.c)
+UNIT_SRC      = $(wildcard tests/unit/test_*.c)
+
+objs = $(patsubst %.c,$(OBJ)/%.o,$(1))
+COMMON_OBJ = $(call objs,$(COMMON_SRC))
+# Each service's main.c is left out of its unit-test link.
+svc_lib = $(call objs,$(filter-out $(1)/main.c,$(wildcard $(1)/*.c)))
+
+SERVICES   = $(BIN)/ingestion $(BIN)/storage $(BIN)/sensor-sim
+UNIT_TESTS = $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
+
+.PHONY: all deps test unit integration run logs psql clean fuzz
+all: deps $(SERVICES)
+
+# Installs what is missing (fast no-op when all is there). SKIP_DEPS=1 skips it.
+deps:
+	@[ "$(SKIP_DEPS)" = 1 ] || scripts/deps.sh
+
+$(OBJ)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/libcommon.a: $(COMMON_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN)/ingestion: $(call objs,$(INGESTION_SRC)) $(BUILD)/libcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
+# The SQL migrations are compiled into storage, so the binary is all it needs.
+GEN_MIGRATIONS = $(BUILD)/gen/migrations.c
+$(GEN_MIGRATIONS): $(sort $(wildcard storage/migrations/*.sql)) scripts/embed-migrations.sh
+	@mkdir -p $(dir $@)
+	scripts/embed-migrations.sh storage/migrations > $@.tmp && mv $@.tmp $@
+MIGRATIONS_OBJ = $(OBJ)/$(GEN_MIGRATIONS:.c=.o)
+
+$(BIN)/storage: $(call objs,$(STORAGE_SRC)) $(MIGRATIONS_OBJ) $(BUILD)/libcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
+$(BIN)/sensor-sim: $(call objs,$(SIM_SRC)) $(BUILD)/libcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+# Unit tests: tests/unit/test_<area>_*.c links common/ plus that area's code
+# (all of it but main.c) and cmocka.
+$(BIN)/test_common_%: $(OBJ)/tests/unit/test_common_%.o $(BUILD)/libcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+$(BIN)/test_ingestion_%: $(OBJ)/tests/unit/test_ingestion_%.o $(call svc_lib,ingestion) $(BUILD)/libcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+$(BIN)/test_storage_%: $(OBJ)/tests/unit/test_storage_%.o $(call svc_lib,storage) $(MIGRATIONS_OBJ) $(BUILD)/libcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+$(BIN)/test_sim_%: $(OBJ)/tests/unit/test_sim_%.o $(call svc_lib,sensor-sim) $(BUILD)/libcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+
+test: deps $(SERVICES) $(UNIT_TESTS)
+	@scripts/run-tests.sh $(BIN) $(UNIT_TESTS)
+
+unit: deps $(UNIT_TESTS)
+	@scripts/run-tests.sh --unit-only $(BIN) $(UNIT_TESTS)
+
+run: deps $(SERVICES)
+	@/usr/bin/python3 scripts/stack.py run --bin $(BIN)
+
+logs:
+	@/usr/bin/python3 scripts/stack.py logs $(SERVICE)
+
+psql:
+	@/usr/bin/python3 scripts/stack.py psql
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

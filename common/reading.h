@@ -1,0 +1,127 @@
+/* reading.h -- the reading model: parse and validate what sensors send,
+ * convert to canonical units, and carry readings over MQTT.
+ *
+ * Two wire forms:
+ *  - HTTP (untrusted, from sensors): reading_parse_body() for POST /v1/readings,
+ *    reading_parse_legacy() for the old sensor container's POST / payload.
+ *  - MQTT (between our services, still validated): a batch message built
+ *    with reading_msg_*() by ingestion and read back by reading_decode_message()
+ *    in storage. Layout (one JSON object, UTF-8):
+ *
+ *      {"v":1,"by":"<ingestion instance>","readings":[
+ *        {"sensor_id":"s-1","type":"temperature","ts_us":1795341600123000,
+ *         "value":22,"unit":"C","raw_value":71.6,"raw_unit":"F",
+ *         "received_at_us":1795341600200000,"tags":{"room":"a"}}, ...]}
+ *
+ *    ts_us and received_at_us are integers (microseconds since the epoch,
+ *    UTC) so that a retried reading maps to the very same primary key.
+ *
+ * Nothing here logs, exits or keeps global state. */
+#ifndef SF_READING_H
+#define SF_READING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define READING_SENSOR_ID_MAX 64
+#define READING_TAGS_MAX 16
+#define READING_TAG_LEN_MAX 256      /* bytes, per tag key and per value */
+#define READING_INSTANCE_MAX 64
+
+enum reading_type { READING_TEMPERATURE = 0, READING_HUMIDITY, READING_PRESSURE };
+
+struct reading {
+    char sensor_id[READING_SENSOR_ID_MAX + 1];
+    enum reading_type type;
+    double value;            /* in the canonical unit of the type */
+    double raw_value;        /* as sent */
+    const char *raw_unit;    /* as sent, or the canonical unit when omitted;
+                              * always one of the static unit names */
+    int64_t ts_us;           /* time of measurement, truncated to µs */
+    int64_t received_at_us;  /* ingestion's clock when the request arrived */
+    char *tags_json;         /* compact JSON object of string->string,
+                              * NULL when none; owned by the reading */
+};
+
+/* A growable array of readings. Zero-initialise; free with reading_batch_free. */
+struct reading_batch {
+    struct reading *v;
+    size_t n, cap;
+};
+
+/* What was wrong, for a 400 answer or a dead letter. index is the reading's
+ * position in the request's array (0 for a single object), or -1 when the
+ * problem is the body as a whole; field is "" when not about one field. */
+struct reading_error {
+    long index;
+    char field[32];
+    char message[200];
+};
+
+struct reading_limits {
+    size_t max_readings;     /* per request; e.g. 1000 */
+    int64_t max_future_us;   /* ts later than now + this is rejected */
+};
+
+const char *reading_type_name(enum reading_type t);     /* "temperature" ... */
+const char *reading_canonical_unit(enum reading_type t); /* "C", "%", "hPa" */
+
+/* Looks up a type by name. Returns 0, or -1 if unknown. */
+int reading_type_parse(const char *name, enum reading_type *out);
+
+/* Converts raw (in unit, which must belong to type) to the canonical unit.
+ * On success returns 0, stores the value and the static unit name in
+ * *unit_static. Returns -1 for a unit the type does not have, or when the
+ * result is not physically possible (below absolute zero, humidity outside
+ * 0..100, negative pressure). */
+int reading_convert(enum reading_type type, const char *unit, double raw,
+                    double *canonical, const char **unit_static);
+
+/* Parses a POST /v1/readings body: one reading object or an array of
+ * 1..max_readings of them. All or nothing: on success returns 0 and appends
+ * every reading to out (received_at_us = now_us, ts_us = now_us when absent);
+ * on the first problem returns -1, fills err and leaves out as it was. */
+int reading_parse_body(const char *body, size_t len,
+                       const struct reading_limits *lim, int64_t now_us,
+                       struct reading_batch *out, struct reading_error *err);
+
+/* Parses the legacy sensor payload
+ *   {"type":"Sensor","id":"<uuid>","content":{"temperature_f":71.6,
+ *    "time_of_measurement":"2019-08-30T12:00:00.123456"}}
+ * also when the whole object arrives JSON-encoded a second time as a JSON
+ * string. A temperature in F; the naive timestamp is UTC. Same contract as
+ * reading_parse_body. */
+int reading_parse_legacy(const char *body, size_t len,
+                         const struct reading_limits *lim, int64_t now_us,
+                         struct reading_batch *out, struct reading_error *err);
+
+/* Frees what the batch owns and empties it (keeps it usable). */
+void reading_batch_clear(struct reading_batch *b);
+void reading_batch_free(struct reading_batch *b);
+
+/* --- MQTT batch message --------------------------------------------------
+ * A message under construction: reading_msg_init(), then reading_msg_add()
+ * for each reading, then reading_msg_finish() to get the bytes. */
+struct reading_msg {
+    char *buf;
+    size_t len, cap;
+    size_t count;            /* readings added */
+};
+
+/* Starts a message from the given ingestion instance. Returns 0, -1 on OOM. */
+int reading_msg_init(struct reading_msg *m, const char *instance);
+/* Appends one reading. Returns 0, -1 on OOM. */
+int reading_msg_add(struct reading_msg *m, const struct reading *r);
+/* Closes the JSON; m->buf/m->len are then the payload. Returns 0, -1 on OOM. */
+int reading_msg_finish(struct reading_msg *m);
+void reading_msg_free(struct reading_msg *m);
+
+/* Parses and validates an MQTT batch message (as reading_msg_* write it).
+ * On success returns 0, copies the "by" instance into by (NUL-terminated,
+ * at most bylen-1 bytes) and appends the readings to out. On any problem
+ * returns -1 with err filled and out unchanged: the message is a dead letter. */
+int reading_decode_message(const void *payload, size_t len,
+                           char *by, size_t bylen,
+                           struct reading_batch *out, struct reading_error *err);
+
+#endif
