@@ -66,6 +66,10 @@ struct reading_limits {
 const char *reading_type_name(enum reading_type t);     /* "temperature" ... */
 const char *reading_canonical_unit(enum reading_type t); /* "C", "%", "hPa" */
 
+/* True when s (len bytes) is 1..READING_SENSOR_ID_MAX characters of
+ * [A-Za-z0-9._:-]: the alphabet of sensor ids and instance ids. */
+int reading_sensor_id_valid(const char *s, size_t len);
+
 /* Looks up a type by name. Returns 0, or -1 if unknown. */
 int reading_type_parse(const char *name, enum reading_type *out);
 

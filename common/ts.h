@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TS_TEXT_MAX 32  /* "9999-12-31T23:59:59.999999Z" + NUL fits */
+#define TS_TEXT_MAX 48  /* "9999-12-31T23:59:59.999999Z" + NUL, with room to spare */
 
 /* Wall clock now (CLOCK_REALTIME), in microseconds. */
 int64_t ts_now_us(void);

@@ -1,0 +1,584 @@
+/* reading.c -- the reading model: parse, validate, convert, carry over MQTT. */
+#include "reading.h"
+#include "ts.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Oldest and newest instants accepted anywhere: years 0001..9999. */
+#define TS_MIN_US (-62135596800LL * 1000000)
+#define TS_MAX_US (253402300799LL * 1000000 + 999999)
+
+struct unit_def {
+    const char *name;
+    double scale, offset;      /* canonical = raw * scale + offset */
+};
+
+struct type_def {
+    const char *name;
+    const char *canonical;
+    double min, max;           /* plausible range, canonical unit */
+    struct unit_def units[4];  /* first one is canonical; ends at name NULL */
+};
+
+static const struct type_def types[] = {
+    [READING_TEMPERATURE] = { "temperature", "C", -273.15, 10000.0,
+        { { "C", 1.0, 0.0 }, { "F", 5.0 / 9.0, -32.0 * 5.0 / 9.0 },
+          { "K", 1.0, -273.15 }, { NULL, 0, 0 } } },
+    [READING_HUMIDITY] = { "humidity", "%", 0.0, 100.0,
+        { { "%", 1.0, 0.0 }, { NULL, 0, 0 } } },
+    [READING_PRESSURE] = { "pressure", "hPa", 0.0, 100000.0,
+        { { "hPa", 1.0, 0.0 }, { "Pa", 0.01, 0.0 }, { "kPa", 10.0, 0.0 },
+          { NULL, 0, 0 } } },
+};
+#define NTYPES (sizeof types / sizeof types[0])
+
+const char *reading_type_name(enum reading_type t)
+{
+    return (size_t)t < NTYPES ? types[t].name : "?";
+}
+
+const char *reading_canonical_unit(enum reading_type t)
+{
+    return (size_t)t < NTYPES ? types[t].canonical : "?";
+}
+
+int reading_type_parse(const char *name, enum reading_type *out)
+{
+    for (size_t i = 0; i < NTYPES; i++) {
+        if (!strcmp(name, types[i].name)) {
+            *out = (enum reading_type)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static const struct unit_def *find_unit(enum reading_type type, const char *unit)
+{
+    for (const struct unit_def *u = types[type].units; u->name; u++)
+        if (!strcmp(u->name, unit))
+            return u;
+    return NULL;
+}
+
+int reading_convert(enum reading_type type, const char *unit, double raw,
+                    double *canonical, const char **unit_static)
+{
+    if ((size_t)type >= NTYPES)
+        return -1;
+    const struct unit_def *u = find_unit(type, unit);
+    if (!u)
+        return -1;
+    /* Canonical units convert as the identity, so the value is kept exactly. */
+    double v = u->scale == 1.0 && u->offset == 0.0 ? raw : raw * u->scale + u->offset;
+    /* Rounding near a bound (e.g. 0 K) must not make a real value impossible. */
+    if (!isfinite(v) || v < types[type].min - 1e-9 || v > types[type].max + 1e-9)
+        return -1;
+    *canonical = v;
+    *unit_static = u->name;
+    return 0;
+}
+
+int reading_sensor_id_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > READING_SENSOR_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* --- batches ------------------------------------------------------------- */
+
+static struct reading *batch_push(struct reading_batch *b)
+{
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        struct reading *v = realloc(b->v, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        b->v = v;
+        b->cap = cap;
+    }
+    struct reading *r = &b->v[b->n++];
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+/* Drops readings appended after 'keep' (all or nothing on errors). */
+static void batch_truncate(struct reading_batch *b, size_t keep)
+{
+    for (size_t i = keep; i < b->n; i++) {
+        free(b->v[i].tags_json);
+        b->v[i].tags_json = NULL;
+    }
+    b->n = keep;
+}
+
+void reading_batch_clear(struct reading_batch *b)
+{
+    batch_truncate(b, 0);
+}
+
+void reading_batch_free(struct reading_batch *b)
+{
+    if (!b)
+        return;
+    reading_batch_clear(b);
+    free(b->v);
+    b->v = NULL;
+    b->cap = 0;
+}
+
+/* --- errors -------------------------------------------------------------- */
+
+static int fail(struct reading_error *err, long index, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(struct reading_error *err, long index, const char *field, const char *fmt, ...)
+{
+    err->index = index;
+    snprintf(err->field, sizeof err->field, "%s", field);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int fail_json(struct reading_error *err, const json_error_t *je)
+{
+    return fail(err, -1, "", "invalid JSON: %s (line %d, column %d)",
+                je->text, je->line, je->column);
+}
+
+/* --- HTTP readings ------------------------------------------------------- */
+
+static const char *json_kind(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "?";
+}
+
+/* Validates a tags object and serialises it compactly into *out. */
+static int parse_tags(const json_t *tags, long idx, char **out, struct reading_error *err)
+{
+    if (!json_is_object(tags))
+        return fail(err, idx, "tags", "must be an object of strings, got %s", json_kind(tags));
+    if (json_object_size(tags) > READING_TAGS_MAX)
+        return fail(err, idx, "tags", "at most %d tags, got %zu", READING_TAGS_MAX,
+                    json_object_size(tags));
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)tags, key, val) {
+        if (!json_is_string(val))
+            return fail(err, idx, "tags", "tag '%.40s' must be a string, got %s", key,
+                        json_kind(val));
+        if (strlen(key) == 0 || strlen(key) > READING_TAG_LEN_MAX ||
+            json_string_length(val) > READING_TAG_LEN_MAX)
+            return fail(err, idx, "tags", "tag keys must be 1..%d bytes and values at most %d",
+                        READING_TAG_LEN_MAX, READING_TAG_LEN_MAX);
+    }
+    *out = json_dumps(tags, JSON_COMPACT);
+    if (!*out)
+        return fail(err, idx, "tags", "out of memory");
+    return 0;
+}
+
+/* An optional member: absent and JSON null are the same. */
+static json_t *opt_member(const json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_null(v) ? NULL : v;
+}
+
+static int parse_one(const json_t *o, long idx, const struct reading_limits *lim,
+                     int64_t now_us, struct reading *r, struct reading_error *err)
+{
+    if (!json_is_object(o))
+        return fail(err, idx, "", "a reading must be an object, got %s", json_kind(o));
+
+    const json_t *sid = json_object_get(o, "sensor_id");
+    if (!sid)
+        return fail(err, idx, "sensor_id", "missing");
+    if (!json_is_string(sid))
+        return fail(err, idx, "sensor_id", "must be a string, got %s", json_kind(sid));
+    if (!reading_sensor_id_valid(json_string_value(sid), json_string_length(sid)))
+        return fail(err, idx, "sensor_id", "must be 1..%d characters of [A-Za-z0-9._:-]",
+                    READING_SENSOR_ID_MAX);
+    memcpy(r->sensor_id, json_string_value(sid), json_string_length(sid) + 1);
+
+    const json_t *type = json_object_get(o, "type");
+    if (!type)
+        return fail(err, idx, "type", "missing");
+    if (!json_is_string(type))
+        return fail(err, idx, "type", "must be a string, got %s", json_kind(type));
+    if (reading_type_parse(json_string_value(type), &r->type) < 0)
+        return fail(err, idx, "type", "unknown type '%.40s' (temperature, humidity, pressure)",
+                    json_string_value(type));
+
+    const json_t *value = json_object_get(o, "value");
+    if (!value)
+        return fail(err, idx, "value", "missing");
+    if (!json_is_number(value))
+        return fail(err, idx, "value", "must be a number, got %s", json_kind(value));
+    r->raw_value = json_number_value(value);
+    if (!isfinite(r->raw_value))
+        return fail(err, idx, "value", "must be finite");
+
+    const json_t *unit = opt_member(o, "unit");
+    const char *unit_name = types[r->type].canonical;
+    if (unit) {
+        if (!json_is_string(unit))
+            return fail(err, idx, "unit", "must be a string, got %s", json_kind(unit));
+        unit_name = json_string_value(unit);
+        if (!find_unit(r->type, unit_name))
+            return fail(err, idx, "unit", "unit '%.16s' is not one of %s's units", unit_name,
+                        types[r->type].name);
+    }
+    if (reading_convert(r->type, unit_name, r->raw_value, &r->value, &r->raw_unit) < 0)
+        return fail(err, idx, "value", "%g %s is out of range for %s", r->raw_value,
+                    unit_name, types[r->type].name);
+
+    const json_t *ts = opt_member(o, "ts");
+    r->ts_us = now_us;
+    if (ts) {
+        const char *why;
+        if (!json_is_string(ts))
+            return fail(err, idx, "ts", "must be an RFC 3339 string, got %s", json_kind(ts));
+        if (ts_parse_rfc3339(json_string_value(ts), &r->ts_us, &why) < 0)
+            return fail(err, idx, "ts", "not RFC 3339: %s", why);
+        if (r->ts_us > now_us + lim->max_future_us)
+            return fail(err, idx, "ts", "more than %lld s in the future",
+                        (long long)(lim->max_future_us / 1000000));
+    }
+    r->received_at_us = now_us;
+
+    const json_t *tags = opt_member(o, "tags");
+    if (tags && parse_tags(tags, idx, &r->tags_json, err) < 0)
+        return -1;
+    return 0;
+}
+
+/* Parses every reading of root (an object or an array) into out. */
+static int parse_root(const json_t *root, const struct reading_limits *lim, int64_t now_us,
+                      struct reading_batch *out, struct reading_error *err)
+{
+    size_t keep = out->n;
+    if (json_is_object(root)) {
+        struct reading *r = batch_push(out);
+        if (!r)
+            return fail(err, -1, "", "out of memory");
+        if (parse_one(root, 0, lim, now_us, r, err) < 0)
+            goto err;
+        return 0;
+    }
+    if (!json_is_array(root))
+        return fail(err, -1, "", "body must be a reading object or an array of readings, got %s",
+                    json_kind(root));
+    size_t n = json_array_size(root);
+    if (n == 0)
+        return fail(err, -1, "", "empty array: send 1..%zu readings", lim->max_readings);
+    if (n > lim->max_readings)
+        return fail(err, -1, "", "too many readings: %zu, at most %zu per request", n,
+                    lim->max_readings);
+    for (size_t i = 0; i < n; i++) {
+        struct reading *r = batch_push(out);
+        if (!r) {
+            fail(err, -1, "", "out of memory");
+            goto err;
+        }
+        if (parse_one(json_array_get(root, i), (long)i, lim, now_us, r, err) < 0)
+            goto err;
+    }
+    return 0;
+err:
+    batch_truncate(out, keep);
+    return -1;
+}
+
+int reading_parse_body(const char *body, size_t len, const struct reading_limits *lim,
+                       int64_t now_us, struct reading_batch *out, struct reading_error *err)
+{
+    json_error_t je;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return fail_json(err, &je);
+    int rc = parse_root(root, lim, now_us, out, err);
+    json_decref(root);
+    return rc;
+}
+
+int reading_parse_legacy(const char *body, size_t len, const struct reading_limits *lim,
+                         int64_t now_us, struct reading_batch *out, struct reading_error *err)
+{
+    json_error_t je;
+    int rc = -1;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (!root)
+        return fail_json(err, &je);
+    /* That sensor JSON-encodes its object a second time: unwrap once. */
+    if (json_is_string(root)) {
+        json_t *inner = json_loadb(json_string_value(root), json_string_length(root),
+                                   JSON_REJECT_DUPLICATES, &je);
+        json_decref(root);
+        if (!inner)
+            return fail_json(err, &je);
+        root = inner;
+    }
+    if (!json_is_object(root)) {
+        fail(err, -1, "", "legacy body must be a Sensor object, got %s", json_kind(root));
+        goto done;
+    }
+    const json_t *type = json_object_get(root, "type");
+    if (type && !(json_is_string(type) && !strcmp(json_string_value(type), "Sensor"))) {
+        fail(err, 0, "type", "legacy payload type must be \"Sensor\"");
+        goto done;
+    }
+    const json_t *id = json_object_get(root, "id");
+    const json_t *content = json_object_get(root, "content");
+    if (!json_is_string(id) || !reading_sensor_id_valid(json_string_value(id),
+                                                        json_string_length(id))) {
+        fail(err, 0, "id", "must be a string of 1..%d characters of [A-Za-z0-9._:-]",
+             READING_SENSOR_ID_MAX);
+        goto done;
+    }
+    if (!json_is_object(content)) {
+        fail(err, 0, "content", "missing or not an object");
+        goto done;
+    }
+    const json_t *tf = json_object_get(content, "temperature_f");
+    const json_t *tom = opt_member(content, "time_of_measurement");
+    if (!json_is_number(tf)) {
+        fail(err, 0, "content.temperature_f", tf ? "must be a number" : "missing");
+        goto done;
+    }
+    size_t keep = out->n;
+    struct reading *r = batch_push(out);
+    if (!r) {
+        fail(err, -1, "", "out of memory");
+        goto done;
+    }
+    memcpy(r->sensor_id, json_string_value(id), json_string_length(id) + 1);
+    r->type = READING_TEMPERATURE;
+    r->raw_value = json_number_value(tf);
+    r->received_at_us = now_us;
+    r->ts_us = now_us;
+    if (reading_convert(r->type, "F", r->raw_value, &r->value, &r->raw_unit) < 0) {
+        fail(err, 0, "content.temperature_f", "%g F is out of range", r->raw_value);
+        batch_truncate(out, keep);
+        goto done;
+    }
+    if (tom) {
+        const char *why;
+        /* Naive means UTC; an explicit offset is honoured too. */
+        if (!json_is_string(tom) ||
+            (ts_parse_naive_utc(json_string_value(tom), &r->ts_us, &why) < 0 &&
+             ts_parse_rfc3339(json_string_value(tom), &r->ts_us, &why) < 0)) {
+            fail(err, 0, "content.time_of_measurement",
+                 "must be a time like 2019-08-30T12:00:00.123456");
+            batch_truncate(out, keep);
+            goto done;
+        }
+        if (r->ts_us > now_us + lim->max_future_us) {
+            fail(err, 0, "content.time_of_measurement", "more than %lld s in the future",
+                 (long long)(lim->max_future_us / 1000000));
+            batch_truncate(out, keep);
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    json_decref(root);
+    return rc;
+}
+
+/* --- MQTT batch message -------------------------------------------------- */
+
+static int msg_reserve(struct reading_msg *m, size_t more)
+{
+    if (m->len + more + 1 <= m->cap)
+        return 0;
+    size_t cap = m->cap ? m->cap : 1024;
+    while (cap < m->len + more + 1)
+        cap *= 2;
+    char *b = realloc(m->buf, cap);
+    if (!b)
+        return -1;
+    m->buf = b;
+    m->cap = cap;
+    return 0;
+}
+
+static int msg_printf(struct reading_msg *m, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int msg_printf(struct reading_msg *m, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(m->buf + m->len, m->cap - m->len, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return -1;
+        if ((size_t)n < m->cap - m->len) {
+            m->len += (size_t)n;
+            return 0;
+        }
+        if (msg_reserve(m, (size_t)n) < 0)
+            return -1;
+    }
+}
+
+int reading_msg_init(struct reading_msg *m, const char *instance)
+{
+    memset(m, 0, sizeof *m);
+    /* The instance goes into JSON unescaped: only the safe id alphabet. */
+    if (!reading_sensor_id_valid(instance, strlen(instance)) || msg_reserve(m, 4096) < 0)
+        return -1;
+    return msg_printf(m, "{\"v\":1,\"by\":\"%s\",\"readings\":[", instance);
+}
+
+int reading_msg_add(struct reading_msg *m, const struct reading *r)
+{
+    /* sensor_id, type and units come from fixed alphabets, tags_json is
+     * already valid JSON: nothing here needs escaping. %.17g round-trips. */
+    if (msg_printf(m, "%s{\"sensor_id\":\"%s\",\"type\":\"%s\",\"ts_us\":%lld,"
+                      "\"value\":%.17g,\"unit\":\"%s\",\"raw_value\":%.17g,"
+                      "\"raw_unit\":\"%s\",\"received_at_us\":%lld",
+                   m->count ? "," : "", r->sensor_id, types[r->type].name,
+                   (long long)r->ts_us, r->value, types[r->type].canonical, r->raw_value,
+                   r->raw_unit, (long long)r->received_at_us) < 0)
+        return -1;
+    if (r->tags_json && msg_printf(m, ",\"tags\":%s", r->tags_json) < 0)
+        return -1;
+    if (msg_printf(m, "}") < 0)
+        return -1;
+    m->count++;
+    return 0;
+}
+
+int reading_msg_finish(struct reading_msg *m)
+{
+    return msg_printf(m, "]}");
+}
+
+void reading_msg_free(struct reading_msg *m)
+{
+    if (!m)
+        return;
+    free(m->buf);
+    memset(m, 0, sizeof *m);
+}
+
+static int get_i64(const json_t *o, const char *key, int64_t *out)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v))
+        return -1;
+    *out = (int64_t)json_integer_value(v);
+    return 0;
+}
+
+static int decode_one(const json_t *o, long idx, struct reading *r, struct reading_error *err)
+{
+    if (!json_is_object(o))
+        return fail(err, idx, "", "a reading must be an object, got %s", json_kind(o));
+    const json_t *sid = json_object_get(o, "sensor_id");
+    if (!json_is_string(sid) ||
+        !reading_sensor_id_valid(json_string_value(sid), json_string_length(sid)))
+        return fail(err, idx, "sensor_id", "missing or invalid");
+    memcpy(r->sensor_id, json_string_value(sid), json_string_length(sid) + 1);
+    const json_t *type = json_object_get(o, "type");
+    if (!json_is_string(type) || reading_type_parse(json_string_value(type), &r->type) < 0)
+        return fail(err, idx, "type", "missing or unknown");
+    const json_t *unit = json_object_get(o, "unit");
+    if (!json_is_string(unit) || strcmp(json_string_value(unit), types[r->type].canonical))
+        return fail(err, idx, "unit", "missing or not the canonical unit of %s",
+                    types[r->type].name);
+    const json_t *value = json_object_get(o, "value");
+    const json_t *raw = json_object_get(o, "raw_value");
+    if (!json_is_number(value) || !json_is_number(raw))
+        return fail(err, idx, "value", "value and raw_value must be numbers");
+    r->value = json_number_value(value);
+    r->raw_value = json_number_value(raw);
+    const json_t *raw_unit = json_object_get(o, "raw_unit");
+    double check;
+    if (!json_is_string(raw_unit) ||
+        reading_convert(r->type, json_string_value(raw_unit), r->raw_value, &check,
+                        &r->raw_unit) < 0)
+        return fail(err, idx, "raw_unit", "missing, unknown for the type, or value out of range");
+    if (!isfinite(r->value) || r->value < types[r->type].min - 1e-9 ||
+        r->value > types[r->type].max + 1e-9)
+        return fail(err, idx, "value", "out of range for %s", types[r->type].name);
+    if (get_i64(o, "ts_us", &r->ts_us) < 0 || r->ts_us < TS_MIN_US || r->ts_us > TS_MAX_US)
+        return fail(err, idx, "ts_us", "missing or out of range");
+    if (get_i64(o, "received_at_us", &r->received_at_us) < 0 ||
+        r->received_at_us < TS_MIN_US || r->received_at_us > TS_MAX_US)
+        return fail(err, idx, "received_at_us", "missing or out of range");
+    const json_t *tags = opt_member(o, "tags");
+    if (tags && parse_tags(tags, idx, &r->tags_json, err) < 0)
+        return -1;
+    return 0;
+}
+
+int reading_decode_message(const void *payload, size_t len, char *by, size_t bylen,
+                           struct reading_batch *out, struct reading_error *err)
+{
+    json_error_t je;
+    int rc = -1;
+    size_t keep = out->n;
+    json_t *root = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return fail_json(err, &je);
+    const json_t *v = json_object_get(root, "v");
+    const json_t *who = json_object_get(root, "by");
+    const json_t *arr = json_object_get(root, "readings");
+    if (!json_is_integer(v) || json_integer_value(v) != 1) {
+        fail(err, -1, "v", "unsupported message version (expected 1)");
+        goto done;
+    }
+    if (!json_is_string(who) ||
+        !reading_sensor_id_valid(json_string_value(who), json_string_length(who)) ||
+        json_string_length(who) >= bylen) {
+        fail(err, -1, "by", "missing or invalid instance");
+        goto done;
+    }
+    if (!json_is_array(arr) || json_array_size(arr) == 0) {
+        fail(err, -1, "readings", "missing or empty");
+        goto done;
+    }
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        struct reading *r = batch_push(out);
+        if (!r) {
+            fail(err, -1, "", "out of memory");
+            goto done;
+        }
+        if (decode_one(json_array_get(arr, i), (long)i, r, err) < 0)
+            goto done;
+    }
+    memcpy(by, json_string_value(who), json_string_length(who) + 1);
+    rc = 0;
+done:
+    if (rc < 0)
+        batch_truncate(out, keep);
+    json_decref(root);
+    return rc;
+}
