@@ -1,0 +1,208 @@
+/* http_api.c -- the HTTP API of ingestion (v1): routes, validation, answers. */
+#include "http_api.h"
+#include "log.h"
+#include "publisher.h"
+#include "ts.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct http_api {
+    struct http_api_config cfg;
+    struct publisher *pub;
+    struct reading_batch batch;  /* reused by every request: one thread */
+    int draining;
+    uint64_t requests;
+};
+
+/* A request waiting for the broker's PUBACK. */
+struct pending {
+    struct http_api *api;
+    struct evhttp_request *req;
+    size_t n;
+};
+
+static void reply_json(struct http_api *api, struct evhttp_request *req, int code,
+                       const char *reason, json_t *body)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    struct evbuffer *out = evbuffer_new();
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    if (out && text) {
+        evbuffer_add(out, text, strlen(text));
+        evbuffer_add(out, "\n", 1);
+    }
+    evhttp_send_reply(req, code, reason, out);
+    free(text);
+    if (out)
+        evbuffer_free(out);
+    json_decref(body);
+    api->requests++;
+}
+
+static void reply_error(struct http_api *api, struct evhttp_request *req, int code,
+                        const char *reason, const char *message)
+{
+    reply_json(api, req, code, reason, json_pack("{s:s}", "error", message));
+}
+
+static void reply_unavailable(struct http_api *api, struct evhttp_request *req, const char *why)
+{
+    char ra[16];
+    snprintf(ra, sizeof ra, "%d", api->cfg.retry_after_s);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
+    reply_error(api, req, 503, "Service Unavailable", why);
+}
+
+static void publish_done(void *ctx, int ok, const char *why)
+{
+    struct pending *pd = ctx;
+    if (ok)
+        reply_json(pd->api, pd->req, 202, "Accepted",
+                   json_pack("{s:I}", "accepted", (json_int_t)pd->n));
+    else
+        reply_unavailable(pd->api, pd->req, why);
+    free(pd);
+}
+
+/* application/json, optionally with parameters such as charset. */
+static int is_json(const char *ct)
+{
+    if (!ct)
+        return 0;
+    while (*ct == ' ')
+        ct++;
+    size_t n = strlen("application/json");
+    return !strncasecmp(ct, "application/json", n) &&
+           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+static void handle_post(struct http_api *api, struct evhttp_request *req, int legacy)
+{
+    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    if (!is_json(ct)) {
+        reply_error(api, req, 415, "Unsupported Media Type",
+                    ct ? "Content-Type must be application/json"
+                       : "missing Content-Type: send application/json");
+        return;
+    }
+    if (api->draining || !publisher_connected(api->pub)) {
+        reply_unavailable(api, req, api->draining ? "shutting down"
+                                                  : "not connected to the broker");
+        return;
+    }
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    struct reading_error rerr;
+    int64_t now = ts_now_us();
+    reading_batch_clear(&api->batch);
+    int rc = legacy ? reading_parse_legacy(body, len, &api->cfg.limits, now, &api->batch, &rerr)
+                    : reading_parse_body(body, len, &api->cfg.limits, now, &api->batch, &rerr);
+    if (rc < 0) {
+        json_t *j = json_pack("{s:s}", "error", rerr.message);
+        json_object_set_new(j, "index", rerr.index >= 0 ? json_integer(rerr.index) : json_null());
+        json_object_set_new(j, "field", rerr.field[0] ? json_string(rerr.field) : json_null());
+        log_debug("http.rejected", "status=400 index=%ld field=%s error=\"%s\"", rerr.index,
+                  rerr.field, rerr.message);
+        reply_json(api, req, 400, "Bad Request", j);
+        return;
+    }
+    struct pending *pd = malloc(sizeof *pd);
+    if (!pd) {
+        reply_unavailable(api, req, "out of memory");
+        return;
+    }
+    pd->api = api;
+    pd->req = req;
+    pd->n = api->batch.n;
+    const char *why;
+    if (publisher_submit(api->pub, &api->batch, publish_done, pd, &why) < 0) {
+        free(pd);
+        reply_unavailable(api, req, why);
+    }
+    /* Otherwise publish_done answers, perhaps already did: req is not ours. */
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+    struct http_api *api = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    int get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+    const char *allow = NULL;
+
+    if (!path)
+        path = "";
+    if (!strcmp(path, "/v1/readings") || !strcmp(path, "/")) {
+        if (cmd == EVHTTP_REQ_POST) {
+            handle_post(api, req, path[1] == '\0');   /* "/" is the legacy form */
+            return;
+        }
+        allow = "POST";
+    } else if (!strcmp(path, "/healthz")) {
+        if (get) {
+            reply_json(api, req, 200, "OK", json_pack("{s:s}", "status", "ok"));
+            return;
+        }
+        allow = "GET, HEAD";
+    } else if (!strcmp(path, "/readyz")) {
+        if (get) {
+            int up = publisher_connected(api->pub);
+            const char *status = api->draining ? "draining" : up ? "ready" : "not ready";
+            int ready = up && !api->draining;
+            reply_json(api, req, ready ? 200 : 503, ready ? "OK" : "Service Unavailable",
+                       json_pack("{s:s,s:s}", "status", status, "broker", up ? "up" : "down"));
+            return;
+        }
+        allow = "GET, HEAD";
+    } else {
+        reply_error(api, req, 404, "Not Found", "no such path");
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+    reply_error(api, req, 405, "Method Not Allowed", "method not allowed here");
+}
+
+struct http_api *http_api_create(struct evhttp *http, struct publisher *pub,
+                                 const struct http_api_config *cfg)
+{
+    struct http_api *api = calloc(1, sizeof *api);
+    if (!api)
+        return NULL;
+    api->cfg = *cfg;
+    api->pub = pub;
+    /* Let every method reach us, so that the 405s are ours (JSON, Allow). */
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                         EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                         EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_max_body_size(http, (ev_ssize_t)cfg->max_body_bytes);
+    evhttp_set_default_content_type(http, "application/json");
+    evhttp_set_gencb(http, handle, api);
+    return api;
+}
+
+void http_api_set_draining(struct http_api *api)
+{
+    api->draining = 1;
+}
+
+uint64_t http_api_requests(const struct http_api *api)
+{
+    return api->requests;
+}
+
+void http_api_destroy(struct http_api *api)
+{
+    if (!api)
+        return;
+    reading_batch_free(&api->batch);
+    free(api);
+}

@@ -1,0 +1,275 @@
+/* main.c -- ingestion: HTTP readings in, MQTT QoS 1 out. Lifecycle only:
+ * configuration, the event loop, the listener, signals and the drain. */
+#include "cfg.h"
+#include "http_api.h"
+#include "log.h"
+#include "publisher.h"
+#include "reading.h"
+#include "ts.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+static const char SUMMARY[] =
+    "sensorflow ingestion: takes sensor readings over HTTP (POST /v1/readings),\n"
+    "validates and enriches them, and publishes them to MQTT with QoS 1; answers\n"
+    "202 only once the broker has acknowledged them.";
+
+struct config {
+    const char *listen, *instance, *mqtt_url, *topic_prefix, *log_level;
+    long port, max_body, max_readings, max_future_s, idle_timeout_s, drain_timeout_s;
+    long max_inflight, max_pending, max_message_kib, retry_after_s;
+};
+
+static struct config C;
+
+static const struct cfg_opt OPTIONS[] = {
+    { "listen", "INGESTION_LISTEN", CFG_STR, &C.listen, "0.0.0.0", 1, 255,
+      "address the HTTP server binds" },
+    { "port", "INGESTION_PORT", CFG_INT, &C.port, "8081", 1, 65535,
+      "HTTP port" },
+    { "instance-id", "INGESTION_INSTANCE_ID", CFG_STR, &C.instance, "", 0, 48,
+      "this replica's name in logs and rows ([A-Za-z0-9._:-]); empty = <hostname>-<pid>" },
+    { "mqtt-url", "MQTT_URL", CFG_STR, &C.mqtt_url, "tcp://127.0.0.1:1883", 1, 255,
+      "MQTT broker" },
+    { "topic-prefix", "MQTT_TOPIC_PREFIX", CFG_STR, &C.topic_prefix,
+      "sensorflow/v1/readings", 1, 128,
+      "readings are published to <prefix>/<instance-id>" },
+    { "max-body-bytes", "INGESTION_MAX_BODY_BYTES", CFG_INT, &C.max_body, "1048576", 256,
+      64 * 1048576, "largest request body; larger gets 413" },
+    { "max-readings", "INGESTION_MAX_READINGS", CFG_INT, &C.max_readings, "1000", 1, 100000,
+      "most readings in one request" },
+    { "max-future-s", "INGESTION_MAX_FUTURE_S", CFG_INT, &C.max_future_s, "300", 0, 86400 * 365,
+      "a ts further than this in the future is rejected (seconds)" },
+    { "idle-timeout-s", "INGESTION_IDLE_TIMEOUT_S", CFG_INT, &C.idle_timeout_s, "30", 1, 3600,
+      "close a connection silent for this long (seconds)" },
+    { "drain-timeout-s", "INGESTION_DRAIN_TIMEOUT_S", CFG_INT, &C.drain_timeout_s, "10", 0, 600,
+      "on SIGTERM, wait at most this long for the broker's acknowledgements" },
+    { "max-inflight", "INGESTION_MAX_INFLIGHT", CFG_INT, &C.max_inflight, "16", 1, 1000,
+      "MQTT messages published and not yet acknowledged" },
+    { "max-pending", "INGESTION_MAX_PENDING", CFG_INT, &C.max_pending, "100000", 1, 10000000,
+      "readings waiting for the broker; beyond it requests get 503" },
+    { "max-message-kib", "INGESTION_MAX_MESSAGE_KIB", CFG_INT, &C.max_message_kib, "256", 1,
+      65536, "an MQTT message is sent once it holds this much" },
+    { "retry-after-s", "INGESTION_RETRY_AFTER_S", CFG_INT, &C.retry_after_s, "1", 1, 3600,
+      "Retry-After of 503 answers (seconds)" },
+    { "log-level", "LOG_LEVEL", CFG_STR, &C.log_level, "info", 1, 5,
+      "debug, info, warn or error" },
+};
+#define NOPTIONS (sizeof OPTIONS / sizeof OPTIONS[0])
+
+struct app {
+    struct event_base *base;
+    struct evhttp *http;
+    struct evconnlistener *listener;
+    struct publisher *pub;
+    struct http_api *api;
+    struct event *sigterm, *sigint, *drain_tick;
+    int64_t drain_deadline_us;
+};
+
+static void drain_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *a = arg;
+    (void)fd;
+    (void)what;
+    size_t left = publisher_outstanding(a->pub);
+    if (left == 0 || ts_mono_us() >= a->drain_deadline_us) {
+        if (left)
+            log_warn("shutdown.drain_timeout", "unacknowledged_readings=%zu", left);
+        event_base_loopbreak(a->base);
+    }
+}
+
+/* SIGTERM: fail /readyz and refuse new readings at once, so the proxy moves
+ * away; answer what we hold once the broker has acknowledged it; then exit. */
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct app *a = arg;
+    (void)what;
+    if (a->drain_tick && evtimer_pending(a->drain_tick, NULL)) {
+        log_warn("shutdown.forced", "signal=%d", (int)sig);
+        event_base_loopbreak(a->base);
+        return;
+    }
+    log_info("shutdown.draining", "signal=%d outstanding_readings=%zu", (int)sig,
+             publisher_outstanding(a->pub));
+    http_api_set_draining(a->api);
+    publisher_flush(a->pub);
+    a->drain_deadline_us = ts_mono_us() + C.drain_timeout_s * 1000000;
+    struct timeval tick = { 0, 50000 };
+    a->drain_tick = event_new(a->base, -1, EV_PERSIST, drain_tick_cb, a);
+    if (!a->drain_tick) {
+        event_base_loopbreak(a->base);
+        return;
+    }
+    event_add(a->drain_tick, &tick);
+}
+
+static int default_instance(char *buf, size_t len)
+{
+    char host[64] = "host";
+    if (gethostname(host, sizeof host) < 0)
+        snprintf(host, sizeof host, "host");
+    host[sizeof host - 1] = '\0';
+    /* Keep only the id alphabet: hostnames may hold other characters. */
+    for (char *c = host; *c; c++)
+        if (!reading_sensor_id_valid(c, 1))
+            *c = '-';
+    host[32] = '\0';
+    snprintf(buf, len, "%s-%ld", host, (long)getpid());
+    return 0;
+}
+
+static struct evconnlistener *bind_listener(struct event_base *base, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int sslen = sizeof ss;
+    char addr[300];
+    memset(&ss, 0, sizeof ss);
+    /* "[::]:port" or "1.2.3.4:port" for evutil_parse_sockaddr_port. */
+    snprintf(addr, sizeof addr, strchr(C.listen, ':') ? "[%s]:%ld" : "%s:%ld", C.listen, C.port);
+    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) < 0) {
+        snprintf(err, errlen, "INGESTION_LISTEN: '%s' is not an IP address", C.listen);
+        return NULL;
+    }
+    /* No SO_REUSEPORT: a second process on the same port must fail loudly. */
+    struct evconnlistener *l = evconnlistener_new_bind(
+        base, NULL, NULL,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+        (struct sockaddr *)&ss, sslen);
+    if (!l)
+        snprintf(err, errlen, "cannot listen on %s:%ld: %s (INGESTION_PORT busy?)", C.listen,
+                 C.port, strerror(errno));
+    return l;
+}
+
+int main(int argc, char **argv)
+{
+    struct app a;
+    char err[512], instance[64], client_id[96], topic[256];
+    int rc = 1;
+    memset(&a, 0, sizeof a);
+
+    switch (cfg_load(OPTIONS, NOPTIONS, argc, argv, "ingestion", SUMMARY, err, sizeof err)) {
+    case CFG_HELP:
+        return 0;
+    case CFG_ERR:
+        fprintf(stderr, "ingestion: %s\n", err);
+        return 2;
+    }
+    enum log_level level;
+    if (log_level_parse(C.log_level, &level) < 0) {
+        fprintf(stderr, "ingestion: LOG_LEVEL (--log-level): '%s' is not debug, info, warn "
+                        "or error\n", C.log_level);
+        return 2;
+    }
+    if (*C.instance) {
+        if (!reading_sensor_id_valid(C.instance, strlen(C.instance))) {
+            fprintf(stderr, "ingestion: INGESTION_INSTANCE_ID (--instance-id): '%s' must be "
+                            "characters of [A-Za-z0-9._:-]\n", C.instance);
+            return 2;
+        }
+        snprintf(instance, sizeof instance, "%s", C.instance);
+    } else {
+        default_instance(instance, sizeof instance);
+    }
+    /* A random suffix: two replicas given the same instance id (one .env
+     * for all of them) must still never share an MQTT client id, or the
+     * broker disconnects one whenever the other connects. */
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+        rnd = (uint32_t)getpid() ^ (uint32_t)ts_now_us();
+    snprintf(client_id, sizeof client_id, "%s-%08x", instance, rnd);
+    snprintf(topic, sizeof topic, "%s/%s", C.topic_prefix, instance);
+    log_init("ingestion", instance, level);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (evthread_use_pthreads() < 0 || !(a.base = event_base_new())) {
+        log_error("startup.failed", "reason=\"cannot create the event loop\"");
+        goto out;
+    }
+    struct publisher_config pc = {
+        .url = C.mqtt_url,
+        .client_id = client_id,
+        .topic = topic,
+        .instance = instance,
+        .max_message_bytes = (size_t)C.max_message_kib * 1024,
+        .max_inflight = (size_t)C.max_inflight,
+        .max_pending_readings = (size_t)C.max_pending,
+    };
+    if (!(a.pub = publisher_create(a.base, &pc, err, sizeof err))) {
+        log_error("startup.failed", "reason=\"%s\"", err);
+        goto out;
+    }
+    if (!(a.http = evhttp_new(a.base))) {
+        log_error("startup.failed", "reason=\"cannot create the HTTP server\"");
+        goto out;
+    }
+    evhttp_set_timeout(a.http, (int)C.idle_timeout_s);
+    evhttp_set_max_headers_size(a.http, 64 * 1024);
+    struct http_api_config hc = {
+        .max_body_bytes = (size_t)C.max_body,
+        .limits = { .max_readings = (size_t)C.max_readings,
+                    .max_future_us = (int64_t)C.max_future_s * 1000000 },
+        .retry_after_s = (int)C.retry_after_s,
+    };
+    if (!(a.api = http_api_create(a.http, a.pub, &hc))) {
+        log_error("startup.failed", "reason=\"out of memory\"");
+        goto out;
+    }
+    if (!(a.listener = bind_listener(a.base, err, sizeof err)) ||
+        !evhttp_bind_listener(a.http, a.listener)) {
+        if (a.listener)
+            snprintf(err, sizeof err, "cannot serve HTTP on the listener");
+        log_error("startup.failed", "reason=\"%s\"", err);
+        /* evhttp owns the listener once bound; unbound, we free it. */
+        if (a.listener)
+            evconnlistener_free(a.listener);
+        goto out;
+    }
+    a.sigterm = evsignal_new(a.base, SIGTERM, on_signal, &a);
+    a.sigint = evsignal_new(a.base, SIGINT, on_signal, &a);
+    if (!a.sigterm || !a.sigint || event_add(a.sigterm, NULL) < 0 ||
+        event_add(a.sigint, NULL) < 0) {
+        log_error("startup.failed", "reason=\"cannot install signal handlers\"");
+        goto out;
+    }
+    log_info("startup.listening", "addr=%s port=%ld broker=%s topic=%s client_id=%s", C.listen,
+             C.port, C.mqtt_url, topic, client_id);
+
+    event_base_dispatch(a.base);
+
+    log_info("shutdown.done", "requests=%llu unacknowledged_readings=%zu",
+             (unsigned long long)http_api_requests(a.api), publisher_outstanding(a.pub));
+    rc = 0;
+out:
+    if (a.drain_tick)
+        event_free(a.drain_tick);
+    if (a.sigterm)
+        event_free(a.sigterm);
+    if (a.sigint)
+        event_free(a.sigint);
+    /* The publisher first: it answers (503) requests still waiting, which
+     * must happen while evhttp still owns them. evhttp_free then closes the
+     * connections and the listener it was given. */
+    publisher_destroy(a.pub, 2000);
+    if (a.http)
+        evhttp_free(a.http);
+    http_api_destroy(a.api);
+    if (a.base)
+        event_base_free(a.base);
+    libevent_global_shutdown();
+    return rc;
+}

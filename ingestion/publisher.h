@@ -1,0 +1,59 @@
+/* publisher.h -- readings to the MQTT broker, QoS 1, answered on PUBACK.
+ *
+ * Readings of every request that arrives in the same turn of the event loop
+ * are coalesced into one MQTT message (common/reading.h's batch layout), so
+ * the broker sees few large messages instead of one per reading. A request's
+ * done callback runs once, on the event loop's thread, after the broker has
+ * acknowledged (PUBACK) the message holding its readings, or after that
+ * message failed. The broker connection is kept up by itself: connection
+ * state is readable at any time from any thread. */
+#ifndef SF_PUBLISHER_H
+#define SF_PUBLISHER_H
+
+#include <stddef.h>
+
+#include "reading.h"
+
+struct event_base;
+struct publisher;
+
+struct publisher_config {
+    const char *url;             /* tcp://host:port */
+    const char *client_id;       /* unique per process */
+    const char *topic;           /* where every message goes */
+    const char *instance;        /* the "by" of each message */
+    size_t max_message_bytes;    /* flush a message once it is this big */
+    size_t max_inflight;         /* messages sent and not yet acknowledged */
+    size_t max_pending_readings; /* waiting for a slot: beyond this, refuse */
+};
+
+/* ok is 1 when the broker acknowledged the readings; otherwise 0 and why
+ * says what failed (static string). */
+typedef void (*publisher_done_fn)(void *ctx, int ok, const char *why);
+
+/* Creates the client and starts connecting in the background. Returns NULL
+ * with err filled on a bad URL or out of memory. Logs its connection events. */
+struct publisher *publisher_create(struct event_base *base, const struct publisher_config *cfg,
+                                   char *err, size_t errlen);
+
+/* 1 when connected to the broker (safe from any thread). */
+int publisher_connected(const struct publisher *p);
+
+/* Takes responsibility for the readings of one request (copies them).
+ * Returns 0 and calls done(ctx, ...) later, exactly once; or returns -1
+ * without calling done when it cannot take them now (broker disconnected,
+ * too many pending, out of memory), with a static reason in *why. */
+int publisher_submit(struct publisher *p, const struct reading_batch *b,
+                     publisher_done_fn done, void *ctx, const char **why);
+
+/* Readings submitted whose done has not run yet. */
+size_t publisher_outstanding(const struct publisher *p);
+
+/* Sends what is buffered now rather than at the end of this loop turn. */
+void publisher_flush(struct publisher *p);
+
+/* Disconnects (waiting at most timeout_ms) and frees. Requests still
+ * outstanding get done(ctx, 0, ...). Accepts NULL. */
+void publisher_destroy(struct publisher *p, int timeout_ms);
+
+#endif
