@@ -265,7 +265,7 @@ static int parse_one(const json_t *o, long idx, const struct reading_limits *lim
             return fail(err, idx, "ts", "must be an RFC 3339 string, got %s", json_kind(ts));
         if (ts_parse_rfc3339(json_string_value(ts), &r->ts_us, &why) < 0)
             return fail(err, idx, "ts", "not RFC 3339: %s", why);
-        if (r->ts_us > now_us + lim->max_future_us)
+        if (r->ts_us - now_us > lim->max_future_us)
             return fail(err, idx, "ts", "more than %lld s in the future",
                         (long long)(lim->max_future_us / 1000000));
     }
@@ -397,7 +397,7 @@ int reading_parse_legacy(const char *body, size_t len, const struct reading_limi
             batch_truncate(out, keep);
             goto done;
         }
-        if (r->ts_us > now_us + lim->max_future_us) {
+        if (r->ts_us - now_us > lim->max_future_us) {
             fail(err, 0, "content.time_of_measurement", "more than %lld s in the future",
                  (long long)(lim->max_future_us / 1000000));
             batch_truncate(out, keep);
