@@ -1,0 +1,83 @@
+"""conftest.py -- one real stack for the integration tests.
+
+The `stack` fixture (session scope) starts scripts/stack.py's Stack with 2
+ingestion replicas and storage, no sensor-sim, on free ports in a fresh
+temporary directory, so it runs beside `make run`; it is always torn down.
+The services come from $SF_BIN (default build/bin).
+
+    SF_KEEP=1        keep the state directory (logs, data) even when all pass
+    SF_LOG_LEVEL=debug  the services' log level (default info)
+
+When a test fails, the tail of every service's log is attached to its
+report."""
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import stack as stackmod  # noqa: E402
+from sfhelp import Api, bin_dir  # noqa: E402
+
+_STACK = None
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config):
+    # A CI timeout or a kill sends SIGTERM: tear the stack down as on Ctrl-C
+    # (the children would also get their parent-death signal, but orderly is
+    # better).
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+@pytest.fixture(scope="session")
+def stack(request):
+    global _STACK
+    env = {k: v for k, v in os.environ.items() if k not in stackmod.SERVICE_VARS}
+    env["LOG_LEVEL"] = os.environ.get("SF_LOG_LEVEL", "info")
+    state = tempfile.mkdtemp(prefix="sensorflow-it-")
+    st = stackmod.Stack(state, stackmod.Ports.free(2), bin_dir=bin_dir(), env=env)
+    report = request.config.pluginmanager.get_plugin("terminalreporter")
+    try:
+        st.start()
+    except stackmod.StackError as e:
+        pytest.fail(f"the stack did not start (state kept in {state}): {e}", pytrace=False)
+    _STACK = st
+    try:
+        yield st
+    finally:
+        _STACK = None
+        st.stop()
+        if os.environ.get("SF_KEEP") or request.session.testsfailed:
+            if report:
+                report.write_line(f"integration: stack state and logs kept in {state}")
+        else:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def api(stack):
+    """Requests through HAProxy."""
+    return Api("127.0.0.1", stack.ports.http)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    st = _STACK
+    if rep.failed and st is not None and "stack" in getattr(item, "fixturenames", ()):
+        for name in st.names:
+            text = st.log_tail(name, 12)
+            if text:
+                rep.sections.append((f"log tail: {name}", text))

@@ -1,0 +1,142 @@
+"""test_stack.py -- the stack itself: health endpoints through HAProxy and
+on each replica, graceful stops (exit status 0 on SIGTERM) with traffic going
+on, storage away while readings arrive, the busy-port message, and the
+`stack.py run` CLI behind `make run`. Runs last: it restarts services."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+import stack as stackmod
+from sfhelp import REPO, Api, bin_dir, now_us, rows, sql_list, wait_for
+
+
+def processes_mentioning(text):
+    """Pids whose command line contains text."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+def test_healthz_and_readyz(stack, api):
+    a = api.get("/healthz")
+    assert a.status == 200, a
+    for i in range(1, stack.replicas + 1):
+        port = stack.ports.ingestion[i - 1]
+        for path in ("/healthz", "/readyz"):
+            a = Api("127.0.0.1", port).get(path)
+            assert a.status == 200, f"ingestion-{i} {path}: {a!r}"
+    servers = stack.haproxy_servers()
+    assert sorted(servers) == ["ingestion-1", "ingestion-2"]
+    assert all(s.startswith("UP") for s in servers.values()), servers
+
+
+def test_replica_stopped_traffic_goes_on(stack, api):
+    rc = stack.stop_service("ingestion-2")
+    assert rc == 0, f"ingestion-2 exited with status {rc} on SIGTERM (expected 0)"
+    try:
+        # HAProxy has not noticed yet (checks every 1 s, 2 failures): its
+        # retries must send these to ingestion-1.
+        ids = [f"it-failover-{i}-{now_us()}" for i in range(8)]
+        for sid in ids:
+            a = api.post("/v1/readings", {"sensor_id": sid, "type": "temperature", "value": 20})
+            assert a.status == 202, f"with ingestion-2 stopped: {a!r}"
+        got = wait_for(lambda: (lambda x: x if len(x) == len(ids) else None)(
+            rows(stack, f"sensor_id in {sql_list(ids)}")), 30, "failover readings stored")
+        assert {x["ingested_by"] for x in got} == {"ingestion-1"}
+        stack.wait_haproxy_sees("ingestion-2", "DOWN")
+    finally:
+        stack.start_service("ingestion-2")
+    stack.wait_haproxy_sees("ingestion-2", "UP")
+
+
+def test_storage_away_readings_wait_in_broker(stack, api):
+    rc = stack.stop_service("storage")
+    assert rc == 0, f"storage exited with status {rc} on SIGTERM (expected 0)"
+    ids = [f"it-storage-away-{i}-{now_us()}" for i in range(5)]
+    try:
+        for sid in ids:
+            a = api.post("/v1/readings", {"sensor_id": sid, "type": "pressure", "value": 1000})
+            assert a.status == 202, f"with storage stopped: {a!r}"
+        assert rows(stack, f"sensor_id in {sql_list(ids)}") == []
+    finally:
+        stack.start_service("storage")
+    wait_for(lambda: len(rows(stack, f"sensor_id in {sql_list(ids)}")) == len(ids), 30,
+             "readings posted while storage was away stored after its restart")
+
+
+def test_busy_port_names_the_variable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        free = stackmod.Ports.free(2)
+        ports = stackmod.Ports(free.http, busy, free.pg, free.ingestion)
+        with pytest.raises(stackmod.StackError, match=f"port {busy} is busy: set MQTT_PORT"):
+            ports.check_free()
+
+
+def test_run_cli_starts_streams_and_stops_cleanly():
+    """`stack.py run` as `make run` uses it, on free ports (environment
+    overrides .env): banner, then Ctrl-C stops everything, exit 0."""
+    p = stackmod.Ports.free(2)
+    state = tempfile.mkdtemp(prefix="sensorflow-run-")
+    env = {k: v for k, v in os.environ.items() if k not in stackmod.SERVICE_VARS}
+    env.update(HTTP_PORT=str(p.http), MQTT_PORT=str(p.mqtt), PG_PORT=str(p.pg),
+               INGESTION_BASE_PORT=str(p.ingestion[0]), INGESTION_REPLICAS="2",
+               LOG_LEVEL="info", SIM_SENSORS="3", SIM_INTERVAL_S="1")
+    have_sim = os.access(bin_dir() / "sensor-sim", os.X_OK)
+    cmd = [sys.executable, str(REPO / "scripts" / "stack.py"), "run", "--bin", str(bin_dir()),
+           "--state", state] + ([] if have_sim else ["--no-sim"])
+    out_path = os.path.join(state, "run-output.txt")
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        def output():
+            with open(out_path, errors="replace") as f:
+                return f.read()
+
+        def banner():
+            if proc.poll() is not None:
+                raise AssertionError(f"stack.py run exited {proc.returncode}:\n{output()}")
+            return "Ctrl-C stops everything" in output()
+
+        wait_for(banner, 90, "the banner of stack.py run")
+        a = Api("127.0.0.1", p.http).get("/healthz")
+        assert a.status == 200, a
+        if have_sim:  # sensor-sim's readings reach the database
+            st = stackmod.Stack(state, p, bin_dir=bin_dir())
+            wait_for(lambda: st.psql("select count(*) from readings")[0][0] != "0", 30,
+                     "rows from sensor-sim under stack.py run")
+        os.kill(proc.pid, signal.SIGINT)
+        rc = proc.wait(60)
+        text = output()
+        assert rc == 0, text
+        for line in text.splitlines():
+            if not line.startswith("stack:"):
+                assert " | " in line, f"launcher line without 'stack:': {line!r}"
+        assert "stack: stopped" in text
+        assert "exit statuses other than 0" not in text, text
+        for port in (p.http, p.mqtt, p.pg, *p.ingestion):
+            assert not stackmod.port_accepts(port), f"port {port} still served after the stop"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # Nothing left behind (the children also die with a killed launcher).
+    wait_for(lambda: not processes_mentioning(state), 15, f"no process left under {state}")
+    shutil.rmtree(state, ignore_errors=True)
