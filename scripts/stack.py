@@ -405,6 +405,7 @@ class Stack:
         self.pg_user = pwd.getpwnam("postgres") if self.root else None
         self.services = {}
         self._sim_runs = 0
+        self.on_wait = None  # called while waiting (the CLI streams logs with it)
         self._build_services()
 
     # -- addresses --
@@ -595,6 +596,8 @@ class Stack:
         deadline = time.monotonic() + timeout
         delay, last = 0.02, None
         while True:
+            if self.on_wait is not None:
+                self.on_wait()
             if svc is not None and not svc.alive():
                 rc = svc.wait(0)
                 raise StackError(f"{svc.name} exited (status {rc}) while waiting for {what}; "
@@ -1031,22 +1034,33 @@ def cmd_run(args):
     if logs.is_dir():
         for p in logs.glob("*.log"):
             p.unlink()
+    # Ctrl-C (even if our parent ignored SIGINT), kill, or a closed terminal:
+    # stop everything in order.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
     stack = Stack(state_dir, ports, bin_dir=args.bin, env=env, sim=not args.no_sim)
     state_file = state_dir / "stack.json"
+    follower = LogFollower(logs, from_start=True)
+    printer = Printer()
+
+    def stream():
+        for name, text in follower.poll():
+            printer.line(name, text)
+        sys.stdout.flush()
+
     try:
         say(f"starting {', '.join(stack.names)} (state in {state_dir})")
+        stack.on_wait = stream  # the services' lines as they start
         try:
             stack.start()
         except StackError as e:
+            stream()
             say(f"start failed: {e}")
             return 1
+        stack.on_wait = None
         state_file.write_text(json.dumps(stack.state(), indent=2) + "\n")
-        follower = LogFollower(logs, from_start=True)
-        printer = Printer()
-        for name, text in follower.poll():
-            printer.line(name, text)
+        stream()
         last = f"{ports.ingestion[-1]}" if len(ports.ingestion) > 1 else ""
         rng = f"{ports.ingestion[0]}" + (f"..{last}" if last else "")
         say("sensorflow is up")
@@ -1074,6 +1088,7 @@ def cmd_run(args):
         if any(s.alive() for s in stack.services.values()):
             say("stopping (sim, haproxy, ingestion, storage, mosquitto, postgres)")
         codes = stack.stop()
+        stream()  # what the services said while stopping
         bad = {n: c for n, c in codes.items()
                if c is not None and c not in stack.services[n].clean_status}
         try:
@@ -1096,9 +1111,11 @@ def main(argv=None):
     lg = sub.add_parser("logs", help="follow the logs of the running stack")
     lg.add_argument("service", nargs="?", default="",
                     help="one service (ingestion = every replica)")
-    ps = sub.add_parser("psql", help="psql on the running stack's database")
-    ps.add_argument("rest", nargs=argparse.REMAINDER, help="more psql arguments")
-    args = ap.parse_args(argv)
+    sub.add_parser("psql", help="psql on the running stack's database; more arguments go to psql")
+    args, rest = ap.parse_known_args(argv)
+    if rest and args.cmd != "psql":
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     return {"run": cmd_run, "logs": cmd_logs, "psql": cmd_psql}[args.cmd](args)
 
 
