@@ -24,6 +24,7 @@ import io
 import json
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -145,18 +146,32 @@ class Ports:
 
     @classmethod
     def free(cls, replicas=2):
-        """Ports the OS reports free right now (bound to port 0 together, so
-        they are distinct), for tests that run beside `make run`."""
-        socks = []
+        """Distinct ports that are free right now, for tests that run beside
+        `make run`. Taken below the kernel's ephemeral range: a port from
+        bind(0) lies inside it, and any outgoing connection made before our
+        server binds (psql, health checks...) could take it meanwhile."""
         try:
-            for _ in range(3 + replicas):
-                s = socket.socket()
-                s.bind(("127.0.0.1", 0))
-                socks.append(s)
-            ports = [s.getsockname()[1] for s in socks]
-        finally:
-            for s in socks:
-                s.close()
+            with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+                eph_lo, eph_hi = (int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            eph_lo, eph_hi = 32768, 60999
+        lo, hi = (10000, eph_lo - 1) if eph_lo > 12000 else (eph_hi + 1, 65535)
+        rnd = random.SystemRandom()
+        ports = []
+        for _ in range(1000):
+            if len(ports) == 3 + replicas:
+                break
+            p = rnd.randint(lo, hi)
+            if p in ports:
+                continue
+            with socket.socket() as s:  # no SO_REUSEADDR: not even TIME_WAIT
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    continue
+            ports.append(p)
+        else:
+            raise StackError(f"found no {3 + replicas} free ports in {lo}..{hi}")
         return cls(ports[0], ports[1], ports[2], ports[3:])
 
     def named(self):
