@@ -9,9 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Oldest and newest instants accepted anywhere: years 0001..9999. */
-#define TS_MIN_US (-62135596800LL * 1000000)
-#define TS_MAX_US (253402300799LL * 1000000 + 999999)
 
 struct unit_def {
     const char *name;
@@ -74,11 +71,26 @@ int reading_convert(enum reading_type type, const char *unit, double raw,
     const struct unit_def *u = find_unit(type, unit);
     if (!u)
         return -1;
-    /* Canonical units convert as the identity, so the value is kept exactly. */
-    double v = u->scale == 1.0 && u->offset == 0.0 ? raw : raw * u->scale + u->offset;
-    /* Rounding near a bound (e.g. 0 K) must not make a real value impossible. */
-    if (!isfinite(v) || v < types[type].min - 1e-9 || v > types[type].max + 1e-9)
+    if (!isfinite(raw))
         return -1;
+    /* Canonical units convert as the identity, so the value is kept exactly. */
+    int identity = u->scale == 1.0 && u->offset == 0.0;
+    double v = identity ? raw : raw * u->scale + u->offset;
+    double lo = types[type].min, hi = types[type].max;
+    if (!identity) {
+        /* Rounding of a conversion must not push a possible value (-459.67 F
+         * is 0 K) past a bound: snap what is within rounding onto it. */
+        double eps = 1e-9 * (fabs(lo) + fabs(hi) + 1.0);
+        if (v < lo && v >= lo - eps)
+            v = lo;
+        if (v > hi && v <= hi + eps)
+            v = hi;
+    }
+    if (!isfinite(v) || v < lo || v > hi)
+        return -1;
+    /* -0 would not survive JSON as a double ("-0" reads back as integer 0). */
+    if (v == 0.0)
+        v = 0.0;
     *canonical = v;
     *unit_static = u->name;
     return 0;
@@ -242,6 +254,8 @@ static int parse_one(const json_t *o, long idx, const struct reading_limits *lim
     r->raw_value = json_number_value(value);
     if (!isfinite(r->raw_value))
         return fail(err, idx, "value", "must be finite");
+    if (r->raw_value == 0.0)
+        r->raw_value = 0.0;   /* no -0: it does not round-trip through JSON */
 
     const json_t *unit = opt_member(o, "unit");
     const char *unit_name = types[r->type].canonical;
@@ -318,7 +332,8 @@ int reading_parse_body(const char *body, size_t len, const struct reading_limits
                        int64_t now_us, struct reading_batch *out, struct reading_error *err)
 {
     json_error_t je;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    /* DECODE_ANY so that a bare number or string gets our clearer message. */
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!root)
         return fail_json(err, &je);
     int rc = parse_root(root, lim, now_us, out, err);
@@ -379,6 +394,8 @@ int reading_parse_legacy(const char *body, size_t len, const struct reading_limi
     memcpy(r->sensor_id, json_string_value(id), json_string_length(id) + 1);
     r->type = READING_TEMPERATURE;
     r->raw_value = json_number_value(tf);
+    if (r->raw_value == 0.0)
+        r->raw_value = 0.0;
     r->received_at_us = now_us;
     r->ts_us = now_us;
     if (reading_convert(r->type, "F", r->raw_value, &r->value, &r->raw_unit) < 0) {
@@ -525,8 +542,8 @@ static int decode_one(const json_t *o, long idx, struct reading *r, struct readi
         reading_convert(r->type, json_string_value(raw_unit), r->raw_value, &check,
                         &r->raw_unit) < 0)
         return fail(err, idx, "raw_unit", "missing, unknown for the type, or value out of range");
-    if (!isfinite(r->value) || r->value < types[r->type].min - 1e-9 ||
-        r->value > types[r->type].max + 1e-9)
+    if (!isfinite(r->value) || r->value < types[r->type].min ||
+        r->value > types[r->type].max)
         return fail(err, idx, "value", "out of range for %s", types[r->type].name);
     if (get_i64(o, "ts_us", &r->ts_us) < 0 || r->ts_us < TS_MIN_US || r->ts_us > TS_MAX_US)
         return fail(err, idx, "ts_us", "missing or out of range");

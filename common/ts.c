@@ -130,6 +130,10 @@ int ts_parse_rfc3339(const char *s, int64_t *out_us, const char **why)
             return -1;
         }
         us -= sign * ((int64_t)oh * 3600 + om * 60) * 1000000;
+        if (us < TS_MIN_US || us > TS_MAX_US) {
+            *why = "outside years 0001..9999 once the offset is applied";
+            return -1;
+        }
     } else {
         *why = *p ? "offset must be Z or +HH:MM/-HH:MM" : "missing offset (Z or +HH:MM)";
         return -1;

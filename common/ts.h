@@ -6,6 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Every instant accepted, parsed or decoded: years 0001..9999, UTC. */
+#define TS_MIN_US (-62135596800LL * 1000000)
+#define TS_MAX_US (253402300799LL * 1000000 + 999999)
+
 #define TS_TEXT_MAX 48  /* "9999-12-31T23:59:59.999999Z" + NUL, with room to spare */
 
 /* Wall clock now (CLOCK_REALTIME), in microseconds. */
@@ -16,7 +20,8 @@ int64_t ts_mono_us(void);
 
 /* Parses RFC 3339 "YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)" ('t', 'z'
  * and a space separator accepted). Fractions beyond microseconds are
- * truncated. Years 1..9999. Returns 0, or -1 with a short reason in *why
+ * truncated. The instant, offset applied, must lie in TS_MIN_US..TS_MAX_US.
+ * Returns 0, or -1 with a short reason in *why
  * (a static string) on any malformation, including a missing offset. */
 int ts_parse_rfc3339(const char *s, int64_t *out_us, const char **why);
 
