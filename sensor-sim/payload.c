@@ -69,19 +69,6 @@ void payload_add(struct sbuf *json, struct sbuf *csv,
     }
 }
 
-int payload_id_valid(const char *s, size_t len)
-{
-    if (len < 1 || len > READING_SENSOR_ID_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 static void json_string(struct sbuf *out, const char *s, size_t n)
 {
     sbuf_addc(out, '"');

@@ -60,7 +60,4 @@ void payload_add(struct sbuf *json, struct sbuf *csv,
  * err (out then holds an unspecified prefix). */
 int payload_tags(const char *spec, struct sbuf *out, char *err, size_t errlen);
 
-/* 1 if s is a valid sensor id: [A-Za-z0-9._:-]{1,64}. */
-int payload_id_valid(const char *s, size_t len);
-
 #endif

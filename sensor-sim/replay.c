@@ -117,7 +117,7 @@ int replay_parse_line(char *line, int allow_header, struct sim_reading *out,
         snprintf(why, whylen, "bad ts \"%.40s\": %s", f[0], tswhy ? tswhy : "not RFC 3339");
         return -1;
     }
-    if (!payload_id_valid(f[1], strlen(f[1]))) {
+    if (!reading_sensor_id_valid(f[1], strlen(f[1]))) {
         snprintf(why, whylen, "bad sensor_id \"%.70s\": want [A-Za-z0-9._:-]{1,64}", f[1]);
         return -1;
     }

@@ -6,12 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
 
 #include "backoff.h"
@@ -20,6 +23,9 @@
 #include "ts.h"
 
 enum { REQ_FREE = 0, REQ_QUEUED, REQ_WIRE, REQ_BACKOFF };
+
+/* Bodies above this may span several TCP segments: see dispatch(). */
+#define NODELAY_BODY_BYTES 1200
 
 /* Log lines per second allowed for sim.gave_up and sim.rejected: a dead
  * server under load would otherwise make thousands a second. */
@@ -49,7 +55,7 @@ struct sender {
     unsigned nidle;
 
     struct sender_req *qhead, *qtail;    /* waiting for a connection */
-    size_t qlen;
+    uint64_t unposted;                   /* readings never posted yet */
     struct sender_req *free_list;
     struct sender_req *live;             /* all non-free requests */
     uint64_t outstanding;
@@ -294,7 +300,8 @@ static void queue_push(struct sender *s, struct sender_req *r, int front)
         s->qtail->next = r;
         s->qtail = r;
     }
-    s->qlen++;
+    if (!r->attempts)
+        s->unposted += r->n;
 }
 
 static struct sender_req *queue_pop(struct sender *s)
@@ -305,7 +312,8 @@ static struct sender_req *queue_pop(struct sender *s)
         if (!s->qhead)
             s->qtail = NULL;
         r->next = NULL;
-        s->qlen--;
+        if (!r->attempts)
+            s->unposted -= r->n;
     }
     return r;
 }
@@ -394,20 +402,22 @@ static const char *error_name(int e)
     }
 }
 
-/* Copies up to max bytes of the response body into out for a log field:
- * quotes and control characters become '_' so the line stays one
- * grep-able key=value line. */
+/* Copies up to max bytes of the response body into out as a logfmt value:
+ * quotes and backslashes escaped, control characters as spaces, so the
+ * line stays one grep-able key="value" line. */
 static void body_excerpt(struct evhttp_request *h, char *out, size_t max)
 {
+    char raw[256];
     struct evbuffer *b = evhttp_request_get_input_buffer(h);
-    size_t n = evbuffer_get_length(b);
-    if (n > max - 1)
-        n = max - 1;
-    evbuffer_copyout(b, out, n);
-    out[n] = '\0';
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)out[i] < 0x20 || out[i] == '"' || out[i] == 0x7f)
-            out[i] = '_';
+    ev_ssize_t n = evbuffer_copyout(b, raw, sizeof raw);
+    size_t o = 0;
+    for (ev_ssize_t i = 0; i < n && o + 3 < max; i++) {
+        unsigned char c = (unsigned char)raw[i];
+        if (c == '"' || c == '\\')
+            out[o++] = '\\';
+        out[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+    }
+    out[o] = '\0';
 }
 
 static void on_error(enum evhttp_request_error e, void *arg)
@@ -465,7 +475,7 @@ static void on_done(struct evhttp_request *h, void *arg)
     s->stats->c.http_4xx++;
     s->stats->c.failed += r->n;
     if (log_allowed(s)) {
-        char body[301];
+        char body[520];
         body_excerpt(h, body, sizeof body);
         log_warn("sim.rejected", "status=%d readings=%u attempts=%u body=\"%s\"",
                  code, r->n, r->attempts, body);
@@ -478,6 +488,8 @@ static void dispatch(struct sender *s, struct sender_conn *c, struct sender_req 
     r->attempts++;
     if (r->attempts > 1)
         s->stats->c.retried += r->n;
+    else
+        s->stats->c.sent += r->n;
     s->stats->c.requests++;
     r->err = -1;
     r->state = REQ_WIRE;
@@ -498,11 +510,24 @@ static void dispatch(struct sender *s, struct sender_conn *c, struct sender_req 
     r->http = h;
     /* From here on r may already be resolved (a synchronous failure calls
      * on_done inside evhttp_make_request): do not touch it afterwards. */
+    size_t len = r->body.len;
     if (evhttp_make_request(c->evcon, h, EVHTTP_REQ_POST, s->path) != 0) {
         /* Only on allocation or socket setup failure, without callback;
          * libevent may or may not have freed h, so it is not touched. */
         r->http = NULL;
         on_done(NULL, r);
+        return;
+    }
+    /* A body that spans segments would have its last, partial segment held
+     * by Nagle until the server ACKs, and servers delay ACKs (40 ms). evhttp
+     * has no hook at connect time, so big bodies pay one setsockopt each;
+     * small ones fit one segment and Nagle never waits (the previous request
+     * was answered, so nothing is unacknowledged). */
+    if (len > NODELAY_BODY_BYTES) {
+        int fd = bufferevent_getfd(evhttp_connection_get_bufferevent(c->evcon));
+        int one = 1;
+        if (fd >= 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
 }
 
@@ -524,7 +549,6 @@ void sender_submit(struct sender *s, struct sender_req *r)
     if (s->live)
         s->live->lprev = r;
     s->live = r;
-    s->stats->c.sent += r->n;
     s->outstanding += r->n;
     queue_push(s, r, 0);
     pump(s);
@@ -535,9 +559,32 @@ uint64_t sender_outstanding(const struct sender *s)
     return s->outstanding;
 }
 
-size_t sender_queued(const struct sender *s)
+uint64_t sender_unposted(const struct sender *s)
 {
-    return s->qlen;
+    return s->unposted;
+}
+
+uint64_t sender_drop_unposted(struct sender *s)
+{
+    uint64_t readings = 0;
+    struct sender_req **pp = &s->qhead, *prev = NULL;
+    /* One pass over the queue: retries (attempts > 0) stay. */
+    while (*pp) {
+        struct sender_req *r = *pp;
+        if (r->attempts) {
+            prev = r;
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        if (s->qtail == r)
+            s->qtail = prev;
+        s->unposted -= r->n;
+        readings += r->n;
+        s->stats->c.unsent += r->n;
+        resolve(s, r);
+    }
+    return readings;
 }
 
 void sender_on_resolved(struct sender *s, void (*cb)(void *arg), void *arg)
@@ -559,8 +606,8 @@ uint64_t sender_give_up_all(struct sender *s, const char *reason)
     void (*cb)(void *) = s->on_resolved;
 
     s->on_resolved = NULL;           /* one notification at the end */
-    s->qhead = s->qtail = NULL;
-    s->qlen = 0;
+    while (queue_pop(s))
+        ;                            /* all of them are on the live list */
     while (s->live) {
         struct sender_req *r = s->live;
         if (r->state == REQ_BACKOFF)
@@ -572,9 +619,13 @@ uint64_t sender_give_up_all(struct sender *s, const char *reason)
             c->req = NULL;
             s->idle[s->nidle++] = (unsigned)(c - s->conns);
         }
-        readings += r->n;
-        requests++;
-        s->stats->c.failed += r->n;
+        if (r->attempts) {
+            readings += r->n;
+            requests++;
+            s->stats->c.failed += r->n;
+        } else {
+            s->stats->c.unsent += r->n;
+        }
         resolve(s, r);
     }
     s->on_resolved = cb;

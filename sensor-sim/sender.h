@@ -72,24 +72,30 @@ void sender_destroy(struct sender *s);
  * owns it until sender_submit() or sender_req_discard(). */
 struct sender_req *sender_req_new(struct sender *s);
 
-/* Hands r over; r->n >= 1. Counts its readings as sent. */
+/* Hands r over; r->n >= 1. Its readings count as sent at the first post. */
 void sender_submit(struct sender *s, struct sender_req *r);
 
 /* Returns an unsubmitted request for reuse. */
 void sender_req_discard(struct sender *s, struct sender_req *r);
 
-/* Readings submitted and not yet resolved. */
+/* Readings submitted and not yet resolved (waiting, on the wire or
+ * waiting for a retry). */
 uint64_t sender_outstanding(const struct sender *s);
 
-/* Requests waiting for an idle connection (not counting backoff waits). */
-size_t sender_queued(const struct sender *s);
+/* Readings submitted but not yet posted once. */
+uint64_t sender_unposted(const struct sender *s);
+
+/* Stop sending new readings: drops every request not yet posted once,
+ * counting its readings as unsent. Requests already posted carry on
+ * (answers, retries). Returns the readings dropped. */
+uint64_t sender_drop_unposted(struct sender *s);
 
 /* Called (on the event loop) after each request is resolved. */
 void sender_on_resolved(struct sender *s, void (*cb)(void *arg), void *arg);
 
-/* Resolves every outstanding request as failed with reason (one
- * sim.gave_up line for all), cancelling those on the wire. Returns the
- * number of readings given up. */
+/* Resolves every outstanding request with reason (one sim.gave_up line for
+ * all), cancelling those on the wire: as failed when posted at least once,
+ * else as unsent. Returns the number of readings given up as failed. */
 uint64_t sender_give_up_all(struct sender *s, const char *reason);
 
 /* sim.gave_up / sim.rejected lines left out by the rate limit since the

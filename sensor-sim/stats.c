@@ -71,6 +71,7 @@ uint64_t hist_quantile(const struct hist *h, double q)
 void stats_roll(struct sim_stats *s, struct counters *delta, struct hist *ih)
 {
     delta->sent = s->c.sent - s->prev.sent;
+    delta->unsent = s->c.unsent - s->prev.unsent;
     delta->accepted = s->c.accepted - s->prev.accepted;
     delta->retried = s->c.retried - s->prev.retried;
     delta->failed = s->c.failed - s->prev.failed;

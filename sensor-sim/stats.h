@@ -33,12 +33,15 @@ uint64_t hist_quantile(const struct hist *h, double q);
 unsigned hist_index(uint64_t us);
 uint64_t hist_bucket_high(unsigned idx);
 
-/* Reading counters. Every reading the simulator makes is counted once in
- * sent when first posted, and ends in exactly one of accepted or failed
- * (failed: rejected with a 4xx, given up after max attempts or at shutdown).
- * retried counts re-posts, so one reading can add several. */
+/* Reading counters. A reading the simulator makes is either never posted
+ * (unsent: still waiting for a connection when a signal or --duration
+ * stopped the run) or counted in sent when first posted, and then ends in
+ * exactly one of accepted or failed (failed: rejected with a 4xx, given up
+ * after max attempts or at the end of the drain). retried counts re-posts,
+ * so one reading can add several. */
 struct counters {
     uint64_t sent;        /* readings posted at least once */
+    uint64_t unsent;      /* readings dropped at stop before their first post */
     uint64_t accepted;    /* readings answered 2xx */
     uint64_t retried;     /* reading re-posts */
     uint64_t failed;      /* readings rejected or given up */
