@@ -5,7 +5,8 @@ ingestion replicas and storage, no sensor-sim, on free ports in a fresh
 temporary directory, so it runs beside `make run`; it is always torn down.
 The services come from $SF_BIN (default build/bin).
 
-    SF_KEEP=1        keep the state directory (logs, data) even when all pass
+    SF_KEEP=1        keep the whole state directory (logs, data); by default
+                     it is removed, and after a failure only its logs stay
     SF_LOG_LEVEL=debug  the services' log level (default info)
 
 When a test fails, the tail of every service's log is attached to its
@@ -58,11 +59,19 @@ def stack(request):
     finally:
         _STACK = None
         st.stop()
-        if os.environ.get("SF_KEEP") or request.session.testsfailed:
-            if report:
-                report.write_line(f"integration: stack state and logs kept in {state}")
+        if os.environ.get("SF_KEEP"):
+            kept = "state and logs"
+        elif request.session.testsfailed:
+            # The logs (and configs) are what one reads after a failure; the
+            # database and broker files are tens of MB per run.
+            kept = "logs"
+            for sub in ("postgres", "mosquitto/data"):
+                shutil.rmtree(os.path.join(state, sub), ignore_errors=True)
         else:
+            kept = None
             shutil.rmtree(state, ignore_errors=True)
+        if kept and report:
+            report.write_line(f"integration: stack {kept} kept in {state} (SF_KEEP=1 keeps everything)")
 
 
 @pytest.fixture(scope="session")
