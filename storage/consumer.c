@@ -1,0 +1,518 @@
+/* consumer.c -- paho MQTTAsync subscriber: store each batch, then acknowledge. */
+#include "consumer.h"
+#include "log.h"
+#include "reading.h"
+#include "ts.h"
+
+#include <MQTTAsync.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KEEPALIVE_S 20
+#define RECONNECT_MIN_S 1
+#define RECONNECT_MAX_S 16
+#define RETRY_FIRST_MS 100
+#define RETRY_MAX_MS 5000
+
+struct consumer {
+    MQTTAsync client;
+    const struct storage_config *cfg;
+    struct db *db;
+    consumer_fatal_fn *on_fatal;
+    void *fatal_ctx;
+
+    /* mu guards stop and disconnected. It is never held while calling paho
+     * (a thread holding it inside paho while a callback waits for it would
+     * deadlock, paho #1222). cv uses CLOCK_MONOTONIC. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+    int disconnected;
+
+    /* Paho's receive thread only. */
+    int first_session_present;  /* from the first connect's onSuccess5; -1 unknown */
+    int was_connected;          /* some connection succeeded before */
+    int db_up;                  /* last known state, to log transitions once */
+    struct reading_batch batch; /* reused from message to message */
+
+    atomic_ullong messages, inserted, duplicates, rejected, dead_letters, db_failures;
+};
+
+/* --- database, with the log lines ------------------------------------------- */
+
+static void log_migrated(void *ctx, const struct migration *m)
+{
+    (void)ctx;
+    log_info("db.migrated", "version=%d name=%s", m->version, m->name);
+}
+
+int consumer_db_ensure(struct db *db, char *err, size_t errlen)
+{
+    struct db_ensure_info info;
+    int rc = db_ensure(db, log_migrated, NULL, &info, err, errlen);
+    if (rc == DB_OK && info.connected) {
+        log_info("db.connected", "%s server_version=%d schema_version=%d", info.where,
+                 info.server_version, info.schema_version);
+        if (!info.applied)
+            log_info("db.schema_current", "version=%d", info.schema_version);
+    }
+    return rc;
+}
+
+/* --- stopping --------------------------------------------------------------- */
+
+/* Sleeps ms unless a stop is (or gets) requested. Returns 1 if stopping. */
+static int sleep_unless_stopped(struct consumer *c, long ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop && pthread_cond_timedwait(&c->cv, &c->mu, &until) != ETIMEDOUT)
+        ;
+    int stop = c->stop;
+    pthread_mutex_unlock(&c->mu);
+    return stop;
+}
+
+/* The message is neither stored nor acknowledged and the database keeps
+ * failing, but we were asked to stop. See consumer.h: leaving the process
+ * is the one exit that neither acknowledges nor hangs. _exit, not exit:
+ * the main thread may be inside paho or libpq right now. */
+static _Noreturn void exit_unacknowledged(const struct consumer *c, const char *topic,
+                                          size_t len)
+{
+    log_warn("storage.exit_unacked",
+             "topic=%s bytes=%zu client_id=%s msg=\"stop requested while the database "
+             "fails: exiting without acknowledging; the broker redelivers the message "
+             "to this client id\"", topic, len, c->cfg->client_id);
+    _exit(0);
+}
+
+/* --- storing one message ---------------------------------------------------- */
+
+enum job_kind { JOB_BATCH, JOB_ROWS, JOB_DEAD_LETTER };
+
+static const char *const job_names[] = { "store_batch", "store_rows", "dead_letter" };
+
+struct job {
+    enum job_kind kind;
+    const char *topic;
+    const void *payload;
+    size_t len;
+    const char *by;               /* JOB_BATCH, JOB_ROWS */
+    const char *reason;           /* JOB_DEAD_LETTER */
+    struct db_batch_result res;
+};
+
+static int attempt(struct consumer *c, struct job *j, char *err, size_t errlen)
+{
+    switch (j->kind) {
+    case JOB_BATCH:
+        return db_store_batch(c->db, &c->batch, j->by, &j->res, err, errlen);
+    case JOB_ROWS:
+        return db_store_rows(c->db, &c->batch, j->by, j->topic, j->payload, j->len,
+                             &j->res, err, errlen);
+    case JOB_DEAD_LETTER:
+        return db_dead_letter(c->db, j->topic, j->reason, j->payload, j->len, err, errlen);
+    }
+    return DB_RETRY;
+}
+
+/* Runs the job until the database gives a final answer (DB_OK or
+ * DB_REJECTED), reconnecting and backing off in between. One warn line per
+ * failed attempt. Does not return if a stop is requested meanwhile. */
+static int run_job(struct consumer *c, struct job *j)
+{
+    char err[512];
+    long delay = RETRY_FIRST_MS;
+
+    for (int n = 1;; n++) {
+        /* DB_FATAL here means a migration failed on reconnect: nothing we
+         * can do from a callback but keep the message and keep trying. */
+        int rc = consumer_db_ensure(c->db, err, sizeof err);
+        if (rc == DB_OK) {
+            c->db_up = 1;
+            rc = attempt(c, j, err, sizeof err);
+            if (rc != DB_RETRY)
+                return rc;
+        }
+        if (c->db_up && !db_is_up(c->db)) {
+            c->db_up = 0;
+            log_warn("db.connection_lost", "err=\"%s\"", err);
+        }
+        atomic_fetch_add(&c->db_failures, 1);
+        log_warn("storage.store_failed", "op=%s topic=%s attempt=%d retry_in_ms=%ld err=\"%s\"",
+                 job_names[j->kind], j->topic, n, delay, err);
+        if (sleep_unless_stopped(c, delay))
+            exit_unacknowledged(c, j->topic, j->len);
+        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
+    }
+}
+
+static void dead_letter(struct consumer *c, const char *topic, const void *payload, size_t len,
+                        const char *reason)
+{
+    struct job j = { .kind = JOB_DEAD_LETTER, .topic = topic, .payload = payload, .len = len,
+                     .reason = reason };
+    log_warn("storage.dead_letter", "topic=%s bytes=%zu reason=\"%s\"", topic, len, reason);
+    if (run_job(c, &j) == DB_OK) {
+        atomic_fetch_add(&c->dead_letters, 1);
+        return;
+    }
+    /* Only a data-class error on dead_letters itself gets here (topic and
+     * reason were made valid UTF-8): blocking the queue for ever would be
+     * worse than dropping this one message, loudly. */
+    log_error("storage.message_dropped", "topic=%s bytes=%zu reason=\"%s\" "
+              "msg=\"the database refused even the dead letter\"", topic, len, reason);
+}
+
+/* Everything for one message; returns once it may be acknowledged. */
+static void handle_message(struct consumer *c, const char *topic, const void *payload,
+                           size_t len, int dup)
+{
+    char by[READING_INSTANCE_MAX + 1];
+    struct reading_error rerr;
+    int64_t t0 = ts_mono_us();
+
+    atomic_fetch_add(&c->messages, 1);
+    reading_batch_clear(&c->batch);
+    if (reading_decode_message(payload, len, by, sizeof by, &c->batch, &rerr) < 0) {
+        char reason[400];
+        if (rerr.index >= 0)
+            snprintf(reason, sizeof reason, "undecodable: reading %ld%s%s: %s", rerr.index,
+                     *rerr.field ? " field " : "", rerr.field, rerr.message);
+        else
+            snprintf(reason, sizeof reason, "undecodable: %s%s%s", rerr.field,
+                     *rerr.field ? ": " : "", rerr.message);
+        dead_letter(c, topic, payload, len, reason);
+        return;
+    }
+
+    struct job j = { .kind = JOB_BATCH, .topic = topic, .payload = payload, .len = len,
+                     .by = by };
+    if (run_job(c, &j) == DB_REJECTED) {
+        /* Some reading is refused (the message decoded fine, so this is
+         * rare): store the others one by one, dead-letter the rest. */
+        log_warn("storage.batch_refused", "topic=%s readings=%zu msg=\"retrying reading by "
+                 "reading\"", topic, c->batch.n);
+        j.kind = JOB_ROWS;
+        run_job(c, &j);   /* DB_OK: store_rows never refuses as a whole */
+    }
+    if (j.res.rejected) {
+        atomic_fetch_add(&c->rejected, (unsigned long long)j.res.rejected);
+        if (j.res.dead_letter_refused)
+            log_error("storage.readings_lost", "topic=%s refused=%ld of=%zu msg=\"the database "
+                      "refused the readings and their dead letter\"", topic, j.res.rejected,
+                      c->batch.n);
+        else {
+            atomic_fetch_add(&c->dead_letters, 1);
+            log_warn("storage.readings_refused", "topic=%s refused=%ld of=%zu "
+                     "msg=\"stored the others; the message is in dead_letters\"",
+                     topic, j.res.rejected, c->batch.n);
+        }
+    }
+    atomic_fetch_add(&c->inserted, (unsigned long long)j.res.inserted);
+    atomic_fetch_add(&c->duplicates, (unsigned long long)j.res.duplicates);
+    log_debug("storage.batch", "topic=%s by=%s readings=%zu inserted=%ld duplicates=%ld "
+              "redelivered=%d ms=%.1f", topic, by, c->batch.n, j.res.inserted,
+              j.res.duplicates, dup, (double)(ts_mono_us() - t0) / 1000.0);
+    reading_batch_clear(&c->batch);
+}
+
+/* --- paho callbacks (all on paho's receive thread) -------------------------- */
+
+/* Returning 1 makes paho send the PUBACK; we get here only when the message
+ * is committed (readings or dead letter), see handle_message. */
+static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
+{
+    struct consumer *c = ctx;
+    (void)topic_len;   /* a topic with an embedded NUL is used up to it */
+    handle_message(c, topic, msg->payload, msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0,
+                   msg->dup);
+    MQTTAsync_freeMessage(&msg);
+    MQTTAsync_free(topic);
+    return 1;
+}
+
+/* Paho tells the CONNACK's session-present flag only to the first
+ * MQTTAsync_connect's onSuccess5: automatic reconnects null that callback.
+ * Its protocol trace does show it: "<- CONNACK" for every CONNACK, then,
+ * with clean start off, "Cleaning session state on connect because
+ * sessionPresent is 0" exactly when the broker had no session (paho 1.3.10
+ * to 1.3.13, MQTTAsyncUtils.c). Should that text change, we say "unknown"
+ * rather than guess. */
+static atomic_int trace_connack_seen, trace_session_absent;
+
+static void on_trace(enum MQTTASYNC_TRACE_LEVELS level, char *message)
+{
+    if (strstr(message, "<- CONNACK")) {
+        atomic_store(&trace_session_absent, 0);
+        atomic_store(&trace_connack_seen, 1);
+    } else if (strstr(message, "sessionPresent is 0")) {
+        atomic_store(&trace_session_absent, 1);
+    } else if (level >= MQTTASYNC_TRACE_ERROR) {
+        log_warn("mqtt.paho", "level=%d msg=\"%s\"", (int)level, message);
+    }
+}
+
+/* "1", "0" or "unknown" for the connection that just succeeded. */
+static const char *session_present(struct consumer *c)
+{
+    int v = -1;
+    if (c->first_session_present >= 0)
+        v = c->first_session_present;
+    else if (atomic_load(&trace_connack_seen))
+        v = !atomic_load(&trace_session_absent);
+    c->first_session_present = -1;
+    atomic_store(&trace_connack_seen, 0);
+    return v < 0 ? "unknown" : v ? "1" : "0";
+}
+
+static void on_connect_ok(void *ctx, MQTTAsync_successData5 *r)
+{
+    struct consumer *c = ctx;
+    c->first_session_present = r->alt.connect.sessionPresent ? 1 : 0;
+}
+
+/* Only for the first attempt (paho nulls it afterwards), but it keeps
+ * trying every 1..16 s: say so once. */
+static void on_connect_failed(void *ctx, MQTTAsync_failureData5 *r)
+{
+    struct consumer *c = ctx;
+    log_warn("mqtt.connect_failed", "broker=%s code=%d reason=%d msg=\"%s; retrying every "
+             "%d..%d s\"", c->cfg->mqtt_url, r->code, (int)r->reasonCode,
+             r->message ? r->message : MQTTAsync_strerror(r->code), RECONNECT_MIN_S,
+             RECONNECT_MAX_S);
+}
+
+static void on_subscribed(void *ctx, MQTTAsync_successData5 *r)
+{
+    struct consumer *c = ctx;
+    /* For one filter the reason code is the granted QoS. */
+    int qos = (int)r->reasonCode;
+    if (qos < 1)
+        log_warn("mqtt.subscribed", "filter=%s qos=%d msg=\"broker downgraded to QoS 0: "
+                 "messages can be lost\"", c->cfg->topic_filter, qos);
+    else
+        log_info("mqtt.subscribed", "filter=%s qos=%d", c->cfg->topic_filter, qos);
+}
+
+static void on_subscribe_failed(void *ctx, MQTTAsync_failureData5 *r)
+{
+    struct consumer *c = ctx;
+    if ((int)r->reasonCode >= 0x80) {
+        /* The broker said no (not authorised, shared subscriptions not
+         * supported...): a storage that consumes nothing must not look
+         * healthy. */
+        log_error("mqtt.subscribe_refused", "filter=%s reason=%d (%s)", c->cfg->topic_filter,
+                  (int)r->reasonCode, MQTTReasonCode_toString(r->reasonCode));
+        c->on_fatal(c->fatal_ctx);
+        return;
+    }
+    /* The connection went away meanwhile: the next connect subscribes again. */
+    log_warn("mqtt.subscribe_failed", "filter=%s code=%d msg=\"%s\"", c->cfg->topic_filter,
+             r->code, MQTTAsync_strerror(r->code));
+}
+
+/* Every connection, first or automatic reconnect: subscribe again, since the
+ * broker may have lost the session (and with it the subscription). */
+static void on_connected(void *ctx, char *cause)
+{
+    struct consumer *c = ctx;
+    const char *sp = session_present(c);
+    log_info("mqtt.connected", "broker=%s client_id=%s session_present=%s reconnect=%d",
+             c->cfg->mqtt_url, c->cfg->client_id, sp,
+             cause && !strcmp(cause, "automatic reconnect"));
+    if (c->was_connected && !strcmp(sp, "0"))
+        log_warn("mqtt.session_lost", "client_id=%s msg=\"the broker had no session for us: "
+                 "messages queued while we were away are gone (broker restart without "
+                 "persistence, kill -9, or session expiry)\"", c->cfg->client_id);
+    c->was_connected = 1;
+
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.onSuccess5 = on_subscribed;
+    ro.onFailure5 = on_subscribe_failed;
+    ro.context = c;
+    int rc = MQTTAsync_subscribe(c->client, c->cfg->topic_filter, 1, &ro);
+    if (rc != MQTTASYNC_SUCCESS)
+        log_warn("mqtt.subscribe_failed", "filter=%s code=%d msg=\"%s\"", c->cfg->topic_filter,
+                 rc, MQTTAsync_strerror(rc));
+}
+
+static void on_connection_lost(void *ctx, char *cause)
+{
+    struct consumer *c = ctx;
+    log_warn("mqtt.connection_lost", "broker=%s cause=\"%s\" msg=\"reconnecting every %d..%d s\"",
+             c->cfg->mqtt_url, cause ? cause : "unknown", RECONNECT_MIN_S, RECONNECT_MAX_S);
+}
+
+static void disconnect_done(struct consumer *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->disconnected = 1;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void on_disconnect_ok(void *ctx, MQTTAsync_successData5 *r)
+{
+    (void)r;
+    disconnect_done(ctx);
+}
+
+static void on_disconnect_failed(void *ctx, MQTTAsync_failureData5 *r)
+{
+    log_warn("mqtt.disconnect_failed", "code=%d", r->code);
+    disconnect_done(ctx);
+}
+
+/* --- lifecycle -------------------------------------------------------------- */
+
+struct consumer *consumer_create(const struct storage_config *cfg, struct db *db,
+                                 consumer_fatal_fn *on_fatal, void *fatal_ctx,
+                                 char *err, size_t errlen)
+{
+    struct consumer *c = calloc(1, sizeof *c);
+    pthread_condattr_t ca;
+    int rc;
+
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->cfg = cfg;
+    c->db = db;
+    c->on_fatal = on_fatal;
+    c->fatal_ctx = fatal_ctx;
+    c->first_session_present = -1;
+    c->db_up = 1;   /* the caller connected it before starting us */
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    /* Process-wide in paho; PROTOCOL level for the CONNACK lines (see
+     * on_trace), which costs one formatted line per packet. */
+    MQTTAsync_setTraceCallback(on_trace);
+    MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_PROTOCOL);
+
+    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
+    rc = MQTTAsync_createWithOptions(&c->client, cfg->mqtt_url, cfg->client_id,
+                                     MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+    if (rc != MQTTASYNC_SUCCESS) {
+        snprintf(err, errlen, "MQTTAsync_createWithOptions: %s", MQTTAsync_strerror(rc));
+        goto fail;
+    }
+    rc = MQTTAsync_setCallbacks(c->client, c, on_connection_lost, on_message, NULL);
+    if (rc == MQTTASYNC_SUCCESS)
+        rc = MQTTAsync_setConnected(c->client, c, on_connected);
+    if (rc != MQTTASYNC_SUCCESS) {
+        snprintf(err, errlen, "MQTTAsync_setCallbacks: %s", MQTTAsync_strerror(rc));
+        goto fail;
+    }
+    return c;
+fail:
+    consumer_destroy(c);
+    return NULL;
+}
+
+int consumer_start(struct consumer *c, char *err, size_t errlen)
+{
+    MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer5;
+    MQTTProperties props = MQTTProperties_initializer;
+    MQTTProperty expiry = { .identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL };
+    int rc;
+
+    /* v5 keeps a session only with an expiry > 0; clean start off resumes it.
+     * Together: what was sent to us while we were away waits for us. */
+    expiry.value.integer4 = (unsigned int)c->cfg->session_expiry_s;
+    if (MQTTProperties_add(&props, &expiry) != 0) {
+        snprintf(err, errlen, "MQTTProperties_add failed");
+        return -1;
+    }
+    co.cleanstart = 0;
+    co.connectProperties = &props;   /* paho copies it */
+    co.keepAliveInterval = KEEPALIVE_S;
+    co.connectTimeout = 10;
+    co.automaticReconnect = 1;
+    co.minRetryInterval = RECONNECT_MIN_S;
+    co.maxRetryInterval = RECONNECT_MAX_S;
+    co.onSuccess5 = on_connect_ok;
+    co.onFailure5 = on_connect_failed;
+    co.context = c;
+    rc = MQTTAsync_connect(c->client, &co);
+    MQTTProperties_free(&props);
+    if (rc != MQTTASYNC_SUCCESS) {
+        snprintf(err, errlen, "MQTTAsync_connect: %s", MQTTAsync_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+void consumer_stop(struct consumer *c, int timeout_ms)
+{
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_broadcast(&c->cv);   /* wakes a retry sleep: it exits */
+    pthread_mutex_unlock(&c->mu);
+
+    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
+    d.timeout = timeout_ms;
+    d.reasonCode = MQTTREASONCODE_SUCCESS;   /* normal: the session is kept */
+    d.onSuccess5 = on_disconnect_ok;
+    d.onFailure5 = on_disconnect_failed;
+    d.context = c;
+    int rc = MQTTAsync_disconnect(c->client, &d);
+    if (rc != MQTTASYNC_SUCCESS) {
+        /* Not connected (e.g. reconnecting): this also stops the retries. */
+        log_info("mqtt.disconnected", "connected=0 code=%d", rc);
+        return;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000 + 1;
+    pthread_mutex_lock(&c->mu);
+    while (!c->disconnected && pthread_cond_timedwait(&c->cv, &c->mu, &until) != ETIMEDOUT)
+        ;
+    int done = c->disconnected;
+    pthread_mutex_unlock(&c->mu);
+    log_info("mqtt.disconnected", "connected=1 clean=%d", done);
+}
+
+void consumer_destroy(struct consumer *c)
+{
+    if (!c)
+        return;
+    if (c->client)
+        MQTTAsync_destroy(&c->client);
+    reading_batch_free(&c->batch);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+void consumer_get_stats(const struct consumer *c, struct consumer_stats *out)
+{
+    /* atomic_load wants a non-const pointer in C11. */
+    struct consumer *m = (struct consumer *)c;
+    out->messages = atomic_load(&m->messages);
+    out->readings_inserted = atomic_load(&m->inserted);
+    out->readings_duplicate = atomic_load(&m->duplicates);
+    out->readings_rejected = atomic_load(&m->rejected);
+    out->dead_letters = atomic_load(&m->dead_letters);
+    out->db_failures = atomic_load(&m->db_failures);
+}

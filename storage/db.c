@@ -1,0 +1,595 @@
+/* db.c -- storage's PostgreSQL side: connect, migrate, store readings
+ * idempotently, record dead letters. One attempt per call; the caller retries. */
+#include "db.h"
+#include "rowfmt.h"
+
+#include <libpq-fe.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Key of the transaction-scoped advisory lock that serialises migrations
+ * between replicas: the bytes "SFMIGRAT". Any constant works as long as it
+ * never changes and no other advisory-lock user of this database picks it. */
+#define MIGRATION_LOCK_KEY "6000568530642288980"
+
+#define OID_TEXT 25    /* pg_type.oid of text and bytea: stable since forever */
+#define OID_BYTEA 17
+
+#define DEAD_REASON_MAX 2000
+
+struct db {
+    PGconn *conn;
+    char *conninfo;
+    char *appname;
+    struct rowbuf copy;   /* COPY text of the current batch, reused */
+};
+
+/* --- errors --------------------------------------------------------------- */
+
+int db_classify_sqlstate(const char *sqlstate)
+{
+    if (!sqlstate || strlen(sqlstate) != 5)
+        return DB_RETRY;
+    /* Only errors about the data itself can never succeed. Anything else
+     * (schema, grants, resources, shutdown) is a problem of the system that
+     * someone will fix, and dead-lettering every message meanwhile would turn
+     * an outage into data loss. */
+    if (!strncmp(sqlstate, "22", 2) || !strncmp(sqlstate, "23", 2) ||
+        !strncmp(sqlstate, "54", 2))
+        return DB_REJECTED;
+    return DB_RETRY;
+}
+
+/* Copies msg into err as one line: libpq messages end in '\n' and the server
+ * adds DETAIL/HINT lines. */
+static void one_line(char *err, size_t errlen, const char *prefix, const char *msg)
+{
+    int n = snprintf(err, errlen, "%s%s", prefix, msg ? msg : "");
+    if (n < 0)
+        return;
+    for (char *p = err; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+    size_t len = strlen(err);
+    while (len && err[len - 1] == ' ')
+        err[--len] = '\0';
+}
+
+/* Describes a failed result (res may be NULL) in err and says whether to
+ * retry. The connection's health decides first: a query that failed because
+ * the server went away has no SQLSTATE worth trusting. */
+static int fail(struct db *db, const PGresult *res, const char *what, char *err, size_t errlen)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    char prefix[160];
+
+    if (state && primary) {
+        snprintf(prefix, sizeof prefix, "%s: %s ", what, state);
+        one_line(err, errlen, prefix, primary);
+    } else {
+        snprintf(prefix, sizeof prefix, "%s: ", what);
+        const char *m = res ? PQresultErrorMessage(res) : "";
+        one_line(err, errlen, prefix, m && *m ? m : PQerrorMessage(db->conn));
+    }
+    if (PQstatus(db->conn) != CONNECTION_OK)
+        return DB_RETRY;
+    return db_classify_sqlstate(state);
+}
+
+/* Leaves no transaction open after a failure; best effort. */
+static void rollback_quietly(struct db *db)
+{
+    if (db->conn && PQstatus(db->conn) == CONNECTION_OK &&
+        PQtransactionStatus(db->conn) != PQTRANS_IDLE)
+        PQclear(PQexec(db->conn, "ROLLBACK"));
+}
+
+/* Runs a statement that returns no rows. Returns DB_OK or what fail() says. */
+static int exec_cmd(struct db *db, const char *sql, const char *what, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(db->conn, sql);
+    int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? DB_OK : fail(db, res, what, err, errlen);
+    PQclear(res);
+    return rc;
+}
+
+/* COMMIT, checking that it really committed: COMMIT of a transaction that
+ * already failed answers "ROLLBACK" with PGRES_COMMAND_OK. */
+static int commit(struct db *db, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(db->conn, "COMMIT");
+    int rc;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = fail(db, res, "commit", err, errlen);
+    else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        snprintf(err, errlen, "commit: server answered %s", PQcmdStatus(res));
+        rc = DB_RETRY;
+    } else
+        rc = DB_OK;
+    PQclear(res);
+    return rc;
+}
+
+static long cmd_tuples(PGresult *res)
+{
+    return strtol(PQcmdTuples(res), NULL, 10);
+}
+
+/* --- lifecycle -------------------------------------------------------------- */
+
+struct db *db_create(const char *conninfo, const char *application_name)
+{
+    struct db *db = calloc(1, sizeof *db);
+    if (!db)
+        return NULL;
+    db->conninfo = strdup(conninfo);
+    db->appname = strdup(application_name);
+    if (!db->conninfo || !db->appname) {
+        db_destroy(db);
+        return NULL;
+    }
+    return db;
+}
+
+static void disconnect(struct db *db)
+{
+    PQfinish(db->conn);   /* NULL is fine */
+    db->conn = NULL;
+}
+
+void db_destroy(struct db *db)
+{
+    if (!db)
+        return;
+    disconnect(db);
+    rowbuf_free(&db->copy);
+    free(db->conninfo);
+    free(db->appname);
+    free(db);
+}
+
+int db_is_up(const struct db *db)
+{
+    return db->conn && PQstatus(db->conn) == CONNECTION_OK;
+}
+
+/* libpq prints NOTICEs ("relation ... already exists, skipping") to stderr
+ * by default, which would break the one-line-per-event log. Nothing we run
+ * raises one worth an operator's attention. */
+static void drop_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static int connect_db(struct db *db, struct db_ensure_info *info, char *err, size_t errlen)
+{
+    /* Later keywords win. Ours come before dbname (the expanded conninfo),
+     * so DATABASE_URL can override them, except client_encoding: COPY text
+     * is sent as UTF-8 whatever the server's default is. The timeouts keep a
+     * dead network from blocking a query for the kernel's ~15 minutes. */
+    const char *const keys[] = {
+        "application_name", "connect_timeout", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "tcp_user_timeout", "dbname", "client_encoding", NULL
+    };
+    const char *const vals[] = {
+        db->appname, "10", "10", "5", "3", "10000", db->conninfo, "UTF8", NULL
+    };
+
+    disconnect(db);
+    db->conn = PQconnectdbParams(keys, vals, 1);
+    if (!db->conn) {
+        snprintf(err, errlen, "connect: out of memory");
+        return DB_RETRY;
+    }
+    if (PQstatus(db->conn) != CONNECTION_OK) {
+        one_line(err, errlen, "connect: ", PQerrorMessage(db->conn));
+        disconnect(db);
+        return DB_RETRY;
+    }
+    PQsetNoticeProcessor(db->conn, drop_notice, NULL);
+    info->server_version = PQserverVersion(db->conn);
+    snprintf(info->where, sizeof info->where, "host=%s port=%s dbname=%s user=%s",
+             PQhost(db->conn), PQport(db->conn), PQdb(db->conn), PQuser(db->conn));
+    return DB_OK;
+}
+
+/* --- migrations ------------------------------------------------------------- */
+
+static int has_version(const PGresult *res, int version)
+{
+    for (int i = 0; i < PQntuples(res); i++)
+        if (atoi(PQgetvalue(res, i, 0)) == version)
+            return 1;
+    return 0;
+}
+
+/* A migration's SQL failed: retry only when the cause is around it (lost
+ * connection, shutdown, lock or resource trouble); otherwise the SQL itself
+ * is wrong and no retry can fix the binary. */
+static int migration_failure(const struct db *db, const PGresult *res)
+{
+    const char *s = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (PQstatus(db->conn) != CONNECTION_OK || !s)
+        return DB_RETRY;
+    static const char *const transient[] = { "08", "40", "53", "57", "58", "55P03" };
+    for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
+        if (!strncmp(s, transient[i], strlen(transient[i])))
+            return DB_RETRY;
+    return DB_FATAL;
+}
+
+static int migrate(struct db *db, db_migrated_fn *on_migrated, void *ctx,
+                   struct db_ensure_info *info, char *err, size_t errlen)
+{
+    PGresult *done = NULL;
+    int rc;
+
+    /* One transaction under one lock: a replica that starts while another
+     * migrates waits, then finds the versions recorded and does nothing.
+     * The lock comes first so that CREATE TABLE IF NOT EXISTS cannot race. */
+    if ((rc = exec_cmd(db, "BEGIN", "migrate: begin", err, errlen)) != DB_OK)
+        goto out;
+    PGresult *res = PQexec(db->conn, "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ")");
+    rc = PQresultStatus(res) == PGRES_TUPLES_OK ? DB_OK
+                                                : fail(db, res, "migrate: lock", err, errlen);
+    PQclear(res);
+    if (rc != DB_OK)
+        goto out;
+    rc = exec_cmd(db,
+                  "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                  " version int PRIMARY KEY,"
+                  " name text NOT NULL,"
+                  " applied_at timestamptz NOT NULL DEFAULT now())",
+                  "migrate: schema_migrations", err, errlen);
+    if (rc != DB_OK)
+        goto out;
+    done = PQexec(db->conn, "SELECT version FROM schema_migrations");
+    if (PQresultStatus(done) != PGRES_TUPLES_OK) {
+        rc = fail(db, done, "migrate: read versions", err, errlen);
+        goto out;
+    }
+
+    int highest = 0;
+    for (int i = 0; i < PQntuples(done); i++) {
+        int v = atoi(PQgetvalue(done, i, 0));
+        if (v > highest)
+            highest = v;
+    }
+    for (size_t i = 0; i < storage_migrations_count; i++) {
+        const struct migration *m = &storage_migrations[i];
+        if (has_version(done, m->version))
+            continue;
+        char what[160];
+        snprintf(what, sizeof what, "migration %04d_%s", m->version, m->name);
+        res = PQexec(db->conn, m->sql);
+        ExecStatusType st = PQresultStatus(res);
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
+            fail(db, res, what, err, errlen);
+            rc = migration_failure(db, res);
+            PQclear(res);
+            goto out;
+        }
+        PQclear(res);
+        char vtext[16];
+        snprintf(vtext, sizeof vtext, "%d", m->version);
+        const char *params[2] = { vtext, m->name };
+        res = PQexecParams(db->conn,
+                           "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                           2, NULL, params, NULL, NULL, 0);
+        rc = PQresultStatus(res) == PGRES_COMMAND_OK ? DB_OK : fail(db, res, what, err, errlen);
+        PQclear(res);
+        if (rc != DB_OK)
+            goto out;
+        info->applied++;
+        if (m->version > highest)
+            highest = m->version;
+    }
+    if ((rc = commit(db, err, errlen)) != DB_OK)
+        goto out;
+    info->schema_version = highest;
+    /* Reported only now: before COMMIT nothing was applied. */
+    if (on_migrated)
+        for (size_t i = 0; i < storage_migrations_count; i++)
+            if (!has_version(done, storage_migrations[i].version))
+                on_migrated(ctx, &storage_migrations[i]);
+out:
+    if (rc != DB_OK) {
+        info->applied = 0;
+        rollback_quietly(db);
+    }
+    PQclear(done);
+    return rc;
+}
+
+int db_ensure(struct db *db, db_migrated_fn *on_migrated, void *ctx,
+              struct db_ensure_info *info, char *err, size_t errlen)
+{
+    int rc;
+
+    memset(info, 0, sizeof *info);
+    if (db_is_up(db)) {
+        if (PQtransactionStatus(db->conn) == PQTRANS_IDLE)
+            return DB_OK;
+        rollback_quietly(db);   /* a bug left a transaction open: end it */
+        if (db_is_up(db) && PQtransactionStatus(db->conn) == PQTRANS_IDLE)
+            return DB_OK;
+    }
+    if ((rc = connect_db(db, info, err, errlen)) != DB_OK)
+        return rc;
+    if ((rc = migrate(db, on_migrated, ctx, info, err, errlen)) != DB_OK)
+        goto fail;
+    /* Per session: COPY cannot do ON CONFLICT, so batches go through this
+     * stage table, emptied by every COMMIT. */
+    rc = exec_cmd(db,
+                  "CREATE TEMP TABLE readings_stage (LIKE readings INCLUDING DEFAULTS)"
+                  " ON COMMIT DELETE ROWS",
+                  "create stage table", err, errlen);
+    if (rc != DB_OK)
+        goto fail;
+    info->connected = 1;
+    return DB_OK;
+fail:
+    /* Start from scratch next time rather than reason about a half-set-up
+     * session. */
+    disconnect(db);
+    return rc;
+}
+
+/* --- readings --------------------------------------------------------------- */
+
+/* Sends the formatted rows through COPY ... FROM STDIN. */
+static int copy_in(struct db *db, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(db->conn, "COPY readings_stage (" ROWFMT_COLUMNS ") FROM STDIN");
+    int rc;
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        rc = fail(db, res, "copy", err, errlen);
+        PQclear(res);
+        return rc;
+    }
+    PQclear(res);
+
+    /* PQputCopyData takes an int length: send in slices. */
+    const size_t slice = 1 << 20;
+    for (size_t off = 0; off < db->copy.len; off += slice) {
+        size_t n = db->copy.len - off < slice ? db->copy.len - off : slice;
+        if (PQputCopyData(db->conn, db->copy.data + off, (int)n) != 1) {
+            one_line(err, errlen, "copy: ", PQerrorMessage(db->conn));
+            break;   /* PQputCopyEnd below still ends the COPY state */
+        }
+    }
+    if (PQputCopyEnd(db->conn, NULL) != 1) {
+        one_line(err, errlen, "copy end: ", PQerrorMessage(db->conn));
+        return DB_RETRY;
+    }
+    /* The server's verdict on the data arrives now; then drain to NULL so
+     * the connection accepts the next command. */
+    rc = DB_OK;
+    while ((res = PQgetResult(db->conn)) != NULL) {
+        if (rc == DB_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+            rc = fail(db, res, "copy", err, errlen);
+        PQclear(res);
+    }
+    return rc;
+}
+
+int db_store_batch(struct db *db, const struct reading_batch *b, const char *ingested_by,
+                   struct db_batch_result *res, char *err, size_t errlen)
+{
+    int rc;
+
+    memset(res, 0, sizeof *res);
+    if (!db_is_up(db)) {
+        snprintf(err, errlen, "not connected");
+        return DB_RETRY;
+    }
+    rowbuf_reset(&db->copy);
+    for (size_t i = 0; i < b->n; i++)
+        rowfmt_copy_line(&db->copy, &b->v[i], ingested_by);
+    if (db->copy.oom) {
+        snprintf(err, errlen, "out of memory formatting %zu readings", b->n);
+        return DB_RETRY;
+    }
+
+    if ((rc = exec_cmd(db, "BEGIN", "begin", err, errlen)) != DB_OK)
+        goto out;
+    if ((rc = copy_in(db, err, errlen)) != DB_OK)
+        goto out;
+    /* DO NOTHING also absorbs a key repeated inside the batch (only DO
+     * UPDATE refuses to touch a row twice). stored_at keeps its default. */
+    PGresult *r = PQexec(db->conn,
+                         "INSERT INTO readings (" ROWFMT_COLUMNS ")"
+                         " SELECT " ROWFMT_COLUMNS " FROM readings_stage"
+                         " ON CONFLICT (sensor_id, type, ts) DO NOTHING");
+    if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+        res->inserted = cmd_tuples(r);
+        rc = DB_OK;
+    } else {
+        rc = fail(db, r, "insert", err, errlen);
+    }
+    PQclear(r);
+    if (rc != DB_OK)
+        goto out;
+    if ((rc = commit(db, err, errlen)) != DB_OK)
+        goto out;
+    res->duplicates = (long)b->n - res->inserted;
+out:
+    if (rc != DB_OK) {
+        res->inserted = 0;
+        rollback_quietly(db);
+    }
+    return rc;
+}
+
+/* Appends "; [i] why" to reasons (DEAD_REASON_MAX bytes), marking the
+ * cut with "; ..." once it is nearly full. */
+static void note_rejection(char *reasons, size_t i, const char *why)
+{
+    size_t len = strlen(reasons);
+    if (len + 6 >= DEAD_REASON_MAX || strstr(reasons, "; ..."))
+        return;
+    if (len > DEAD_REASON_MAX - 300)
+        snprintf(reasons + len, DEAD_REASON_MAX - len, "; ...");
+    else
+        snprintf(reasons + len, DEAD_REASON_MAX - len, "; [%zu] %s", i, why);
+}
+
+static int insert_dead_letter(struct db *db, const char *topic, const char *reason,
+                              const void *payload, size_t len, char *err, size_t errlen);
+
+/* Inserts reading i under a savepoint. Returns DB_OK (stored or duplicate),
+ * DB_REJECTED (refused, savepoint rolled back, why filled) or DB_RETRY. */
+static int store_one(struct db *db, const struct reading *r, const char *by,
+                     long *inserted, char *why, size_t whylen)
+{
+    struct rowfmt_params p;
+    int rc;
+
+    rowfmt_params(&p, r, by);
+    if ((rc = exec_cmd(db, "SAVEPOINT one_reading", "savepoint", why, whylen)) != DB_OK)
+        return DB_RETRY;
+    PGresult *res = PQexecParams(db->conn,
+                                 "INSERT INTO readings (" ROWFMT_COLUMNS ")"
+                                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                                 " ON CONFLICT (sensor_id, type, ts) DO NOTHING",
+                                 ROWFMT_NCOLS, NULL, p.values, NULL, NULL, 0);
+    if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+        *inserted += cmd_tuples(res);
+        PQclear(res);
+        return exec_cmd(db, "RELEASE SAVEPOINT one_reading", "release", why, whylen) == DB_OK
+                   ? DB_OK : DB_RETRY;
+    }
+    rc = fail(db, res, "insert", why, whylen);
+    PQclear(res);
+    if (rc != DB_REJECTED)
+        return DB_RETRY;
+    char ignored[200];
+    if (exec_cmd(db, "ROLLBACK TO SAVEPOINT one_reading", "rollback", ignored,
+                 sizeof ignored) != DB_OK)
+        return DB_RETRY;
+    return DB_REJECTED;
+}
+
+int db_store_rows(struct db *db, const struct reading_batch *b, const char *ingested_by,
+                  const char *topic, const void *payload, size_t len,
+                  struct db_batch_result *res, char *err, size_t errlen)
+{
+    char *reasons = NULL;   /* "; [i] why" for each refused reading */
+    char first[340] = "";   /* the first refusal, for the caller's log */
+    char dl_err[300] = "";  /* why the dead letter itself was refused */
+    int rc;
+
+    memset(res, 0, sizeof *res);
+    if (!db_is_up(db)) {
+        snprintf(err, errlen, "not connected");
+        return DB_RETRY;
+    }
+    if (!(reasons = calloc(1, DEAD_REASON_MAX))) {
+        snprintf(err, errlen, "out of memory");
+        return DB_RETRY;
+    }
+    if ((rc = exec_cmd(db, "BEGIN", "begin", err, errlen)) != DB_OK)
+        goto out;
+    for (size_t i = 0; i < b->n; i++) {
+        char why[300];
+        rc = store_one(db, &b->v[i], ingested_by, &res->inserted, why, sizeof why);
+        if (rc == DB_RETRY) {
+            snprintf(err, errlen, "%s", why);
+            goto out;
+        }
+        if (rc == DB_REJECTED) {
+            res->rejected++;
+            if (!*first)
+                snprintf(first, sizeof first, "reading %zu: %s", i, why);
+            note_rejection(reasons, i, why);
+        }
+    }
+    rc = DB_OK;
+    if (res->rejected) {
+        char reason[DEAD_REASON_MAX + 100];
+        snprintf(reason, sizeof reason, "database refused %ld of %zu readings%s",
+                 res->rejected, b->n, reasons);
+        /* Under a savepoint: should even the dead letter be refused, the
+         * good readings are still committed (and the caller says so). */
+        if ((rc = exec_cmd(db, "SAVEPOINT dead_letter", "savepoint", err, errlen)) != DB_OK)
+            goto out;
+        rc = insert_dead_letter(db, topic, reason, payload, len, dl_err, sizeof dl_err);
+        if (rc == DB_REJECTED)
+            rc = exec_cmd(db, "ROLLBACK TO SAVEPOINT dead_letter", "rollback", err, errlen);
+        else if (rc == DB_OK)
+            dl_err[0] = '\0';
+        else
+            snprintf(err, errlen, "%s", dl_err);
+        if (rc != DB_OK)
+            goto out;
+    }
+    if ((rc = commit(db, err, errlen)) != DB_OK)
+        goto out;
+    res->duplicates = (long)b->n - res->inserted - res->rejected;
+    res->dead_letter_refused = *dl_err != '\0';
+    if (*first)
+        snprintf(err, errlen, "%s%s%s", first, *dl_err ? "; dead letter refused too: " : "",
+                 dl_err);
+out:
+    if (rc != DB_OK) {
+        res->inserted = res->rejected = 0;
+        rollback_quietly(db);
+    }
+    free(reasons);
+    return rc;
+}
+
+/* --- dead letters ----------------------------------------------------------- */
+
+static int insert_dead_letter(struct db *db, const char *topic, const char *reason,
+                              const void *payload, size_t len, char *err, size_t errlen)
+{
+    char *t = strdup(topic ? topic : "");
+    char *why = strdup(reason ? reason : "");
+    int rc;
+
+    if (!t || !why) {
+        snprintf(err, errlen, "out of memory");
+        rc = DB_RETRY;
+        goto out;
+    }
+    if (len > INT_MAX) {
+        snprintf(err, errlen, "dead letter: payload of %zu bytes is too large", len);
+        rc = DB_REJECTED;
+        goto out;
+    }
+    /* A reason may quote the garbage it complains about, and a text column
+     * refuses invalid UTF-8: clean both, the payload keeps the raw bytes. */
+    rowfmt_utf8_clean(t);
+    rowfmt_utf8_clean(why);
+    const Oid types[3] = { OID_TEXT, OID_TEXT, OID_BYTEA };
+    const char *vals[3] = { t, why, len ? (const char *)payload : "" };
+    const int lens[3] = { 0, 0, (int)len };
+    const int formats[3] = { 0, 0, 1 };   /* the payload goes binary: no escaping */
+    PGresult *r = PQexecParams(db->conn,
+                               "INSERT INTO dead_letters (topic, reason, payload)"
+                               " VALUES ($1, $2, $3)",
+                               3, types, vals, lens, formats, 0);
+    rc = PQresultStatus(r) == PGRES_COMMAND_OK ? DB_OK : fail(db, r, "dead letter", err, errlen);
+    PQclear(r);
+out:
+    free(t);
+    free(why);
+    return rc;
+}
+
+int db_dead_letter(struct db *db, const char *topic, const char *reason,
+                   const void *payload, size_t len, char *err, size_t errlen)
+{
+    if (!db_is_up(db)) {
+        snprintf(err, errlen, "not connected");
+        return DB_RETRY;
+    }
+    /* A single statement outside a transaction block commits by itself. */
+    return insert_dead_letter(db, topic, reason, payload, len, err, errlen);
+}
