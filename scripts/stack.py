@@ -18,6 +18,7 @@ prints itself starts with "stack:".
 """
 
 import argparse
+import atexit
 import csv
 import http.client
 import io
@@ -388,7 +389,6 @@ def _stop_live_stacks():
             pass
 
 
-import atexit  # noqa: E402  (kept next to its only use)
 atexit.register(_stop_live_stacks)
 
 
@@ -730,6 +730,21 @@ class Stack:
         if wait:
             self._wait_ready(svc, mq_offset)
         return pid
+
+    def mosquitto_log_size(self):
+        """Current size of mosquitto's log: pass it to wait_storage_subscribed
+        to look only at what comes after."""
+        try:
+            return self.log_path("mosquitto").stat().st_size
+        except OSError:
+            return 0
+
+    def wait_storage_subscribed(self, since=0, timeout=30):
+        """Waits until mosquitto logs storage's SUBSCRIBE after byte `since`
+        of its log (e.g. storage subscribing again after a broker restart)."""
+        pat = rf"^\S+: {re.escape(STORAGE_CLIENT_ID)} [012] \S+"
+        self._wait(self.services["storage"], "storage to subscribe (mosquitto log)",
+                   lambda: self._mosquitto_log_has(since, pat), timeout)
 
     def wait_ready(self, name):
         """Waits until an already started service is ready again (e.g. after
