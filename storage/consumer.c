@@ -45,24 +45,46 @@ struct consumer {
     atomic_ullong messages, inserted, duplicates, rejected, dead_letters, db_failures;
 };
 
+/* --- logging --------------------------------------------------------------- */
+
+const char *storage_log_value(const char *s, char *buf, size_t len)
+{
+    size_t i = 0;
+    for (; s[i] && i + 1 < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        buf[i] = c < 0x20 || c == 0x7f ? ' ' : c == '"' ? '\'' : (char)c;
+    }
+    buf[i] = '\0';
+    return buf;
+}
+
+#define q storage_log_value
+
 /* --- database, with the log lines ------------------------------------------- */
 
-static void log_migrated(void *ctx, const struct migration *m)
+static void log_db_event(void *ctx, const struct db_ensure_info *info,
+                         const struct migration *m)
 {
     (void)ctx;
-    log_info("db.migrated", "version=%d name=%s", m->version, m->name);
+    if (m)
+        log_info("db.migrated", "version=%d name=%s", m->version, m->name);
+    else
+        log_info("db.connected", "%s server_version=%d", info->where, info->server_version);
 }
 
 int consumer_db_ensure(struct db *db, char *err, size_t errlen)
 {
     struct db_ensure_info info;
-    int rc = db_ensure(db, log_migrated, NULL, &info, err, errlen);
-    if (rc == DB_OK && info.connected) {
-        log_info("db.connected", "%s server_version=%d schema_version=%d", info.where,
-                 info.server_version, info.schema_version);
-        if (!info.applied)
-            log_info("db.schema_current", "version=%d", info.schema_version);
-    }
+    int rc = db_ensure(db, log_db_event, NULL, &info, err, errlen);
+    if (rc != DB_OK || !info.connected)
+        return rc;
+    int newest = storage_migrations[storage_migrations_count - 1].version;
+    if (info.schema_version > newest)
+        /* A newer storage migrated this database; ours still works as long
+         * as migrations only add, which is the rule for writing them. */
+        log_warn("db.schema_newer", "version=%d known=%d", info.schema_version, newest);
+    else if (!info.applied)
+        log_info("db.schema_current", "version=%d", info.schema_version);
     return rc;
 }
 
@@ -115,6 +137,7 @@ struct job {
     const char *by;               /* JOB_BATCH, JOB_ROWS */
     const char *reason;           /* JOB_DEAD_LETTER */
     struct db_batch_result res;
+    char detail[512];             /* the final answer's message, if any */
 };
 
 static int attempt(struct consumer *c, struct job *j, char *err, size_t errlen)
@@ -145,17 +168,21 @@ static int run_job(struct consumer *c, struct job *j)
         int rc = consumer_db_ensure(c->db, err, sizeof err);
         if (rc == DB_OK) {
             c->db_up = 1;
+            err[0] = '\0';
             rc = attempt(c, j, err, sizeof err);
-            if (rc != DB_RETRY)
+            if (rc != DB_RETRY) {
+                memcpy(j->detail, err, sizeof j->detail);
                 return rc;
+            }
         }
+        char qb[sizeof err];
         if (c->db_up && !db_is_up(c->db)) {
             c->db_up = 0;
-            log_warn("db.connection_lost", "err=\"%s\"", err);
+            log_warn("db.connection_lost", "err=\"%s\"", q(err, qb, sizeof qb));
         }
         atomic_fetch_add(&c->db_failures, 1);
         log_warn("storage.store_failed", "op=%s topic=%s attempt=%d retry_in_ms=%ld err=\"%s\"",
-                 job_names[j->kind], j->topic, n, delay, err);
+                 job_names[j->kind], j->topic, n, delay, q(err, qb, sizeof qb));
         if (sleep_unless_stopped(c, delay))
             exit_unacknowledged(c, j->topic, j->len);
         delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
@@ -167,7 +194,9 @@ static void dead_letter(struct consumer *c, const char *topic, const void *paylo
 {
     struct job j = { .kind = JOB_DEAD_LETTER, .topic = topic, .payload = payload, .len = len,
                      .reason = reason };
-    log_warn("storage.dead_letter", "topic=%s bytes=%zu reason=\"%s\"", topic, len, reason);
+    char qb[512];
+    log_warn("storage.dead_letter", "topic=%s bytes=%zu reason=\"%s\"", topic, len,
+             q(reason, qb, sizeof qb));
     if (run_job(c, &j) == DB_OK) {
         atomic_fetch_add(&c->dead_letters, 1);
         return;
@@ -176,7 +205,8 @@ static void dead_letter(struct consumer *c, const char *topic, const void *paylo
      * reason were made valid UTF-8): blocking the queue for ever would be
      * worse than dropping this one message, loudly. */
     log_error("storage.message_dropped", "topic=%s bytes=%zu reason=\"%s\" "
-              "msg=\"the database refused even the dead letter\"", topic, len, reason);
+              "msg=\"the database refused even the dead letter\"", topic, len,
+              q(reason, qb, sizeof qb));
 }
 
 /* Everything for one message; returns once it may be acknowledged. */
@@ -203,25 +233,26 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
 
     struct job j = { .kind = JOB_BATCH, .topic = topic, .payload = payload, .len = len,
                      .by = by };
+    char qb[512];
     if (run_job(c, &j) == DB_REJECTED) {
         /* Some reading is refused (the message decoded fine, so this is
          * rare): store the others one by one, dead-letter the rest. */
-        log_warn("storage.batch_refused", "topic=%s readings=%zu msg=\"retrying reading by "
-                 "reading\"", topic, c->batch.n);
+        log_warn("storage.batch_refused", "topic=%s readings=%zu err=\"%s\" msg=\"retrying "
+                 "reading by reading\"", topic, c->batch.n, q(j.detail, qb, sizeof qb));
         j.kind = JOB_ROWS;
         run_job(c, &j);   /* DB_OK: store_rows never refuses as a whole */
     }
     if (j.res.rejected) {
         atomic_fetch_add(&c->rejected, (unsigned long long)j.res.rejected);
         if (j.res.dead_letter_refused)
-            log_error("storage.readings_lost", "topic=%s refused=%ld of=%zu msg=\"the database "
-                      "refused the readings and their dead letter\"", topic, j.res.rejected,
-                      c->batch.n);
+            log_error("storage.readings_lost", "topic=%s refused=%ld of=%zu err=\"%s\" "
+                      "msg=\"the database refused the readings and their dead letter\"",
+                      topic, j.res.rejected, c->batch.n, q(j.detail, qb, sizeof qb));
         else {
             atomic_fetch_add(&c->dead_letters, 1);
-            log_warn("storage.readings_refused", "topic=%s refused=%ld of=%zu "
+            log_warn("storage.readings_refused", "topic=%s refused=%ld of=%zu first=\"%s\" "
                      "msg=\"stored the others; the message is in dead_letters\"",
-                     topic, j.res.rejected, c->batch.n);
+                     topic, j.res.rejected, c->batch.n, q(j.detail, qb, sizeof qb));
         }
     }
     atomic_fetch_add(&c->inserted, (unsigned long long)j.res.inserted);
@@ -264,7 +295,8 @@ static void on_trace(enum MQTTASYNC_TRACE_LEVELS level, char *message)
     } else if (strstr(message, "sessionPresent is 0")) {
         atomic_store(&trace_session_absent, 1);
     } else if (level >= MQTTASYNC_TRACE_ERROR) {
-        log_warn("mqtt.paho", "level=%d msg=\"%s\"", (int)level, message);
+        char qb[512];
+        log_warn("mqtt.paho", "level=%d msg=\"%s\"", (int)level, q(message, qb, sizeof qb));
     }
 }
 

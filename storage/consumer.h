@@ -73,6 +73,12 @@ void consumer_stop(struct consumer *c, int timeout_ms);
  * frees the consumer. NULL is fine. The db is not touched. */
 void consumer_destroy(struct consumer *c);
 
+/* s made fit for a log field key="value": control characters become spaces,
+ * double quotes single ones, cut to len-1 bytes. Errors and reasons can
+ * quote the garbage they complain about; a log line must stay one line.
+ * Returns buf. Shared with main.c. */
+const char *storage_log_value(const char *s, char *buf, size_t len);
+
 /* A consistent-enough snapshot of the counters (each read atomically). */
 void consumer_get_stats(const struct consumer *c, struct consumer_stats *out);
 

@@ -44,18 +44,21 @@ int db_classify_sqlstate(const char *sqlstate)
 }
 
 /* Copies msg into err as one line: libpq messages end in '\n' and the server
- * adds DETAIL/HINT lines. */
+ * adds DETAIL/HINT lines. Whitespace runs become one space. */
 static void one_line(char *err, size_t errlen, const char *prefix, const char *msg)
 {
-    int n = snprintf(err, errlen, "%s%s", prefix, msg ? msg : "");
-    if (n < 0)
+    if (snprintf(err, errlen, "%s%s", prefix, msg ? msg : "") < 0)
         return;
-    for (char *p = err; *p; p++)
-        if (*p == '\n' || *p == '\r' || *p == '\t')
-            *p = ' ';
-    size_t len = strlen(err);
-    while (len && err[len - 1] == ' ')
-        err[--len] = '\0';
+    char *w = err;
+    for (const char *r = err; *r; r++) {
+        int space = *r == '\n' || *r == '\r' || *r == '\t' || *r == ' ';
+        if (space && (w == err || w[-1] == ' '))
+            continue;
+        *w++ = space ? ' ' : *r;
+    }
+    while (w > err && w[-1] == ' ')
+        w--;
+    *w = '\0';
 }
 
 /* Describes a failed result (res may be NULL) in err and says whether to
@@ -223,7 +226,7 @@ static int migration_failure(const struct db *db, const PGresult *res)
     return DB_FATAL;
 }
 
-static int migrate(struct db *db, db_migrated_fn *on_migrated, void *ctx,
+static int migrate(struct db *db, db_event_fn *on_event, void *ctx,
                    struct db_ensure_info *info, char *err, size_t errlen)
 {
     PGresult *done = NULL;
@@ -293,10 +296,10 @@ static int migrate(struct db *db, db_migrated_fn *on_migrated, void *ctx,
         goto out;
     info->schema_version = highest;
     /* Reported only now: before COMMIT nothing was applied. */
-    if (on_migrated)
+    if (on_event)
         for (size_t i = 0; i < storage_migrations_count; i++)
             if (!has_version(done, storage_migrations[i].version))
-                on_migrated(ctx, &storage_migrations[i]);
+                on_event(ctx, info, &storage_migrations[i]);
 out:
     if (rc != DB_OK) {
         info->applied = 0;
@@ -306,7 +309,7 @@ out:
     return rc;
 }
 
-int db_ensure(struct db *db, db_migrated_fn *on_migrated, void *ctx,
+int db_ensure(struct db *db, db_event_fn *on_event, void *ctx,
               struct db_ensure_info *info, char *err, size_t errlen)
 {
     int rc;
@@ -321,7 +324,9 @@ int db_ensure(struct db *db, db_migrated_fn *on_migrated, void *ctx,
     }
     if ((rc = connect_db(db, info, err, errlen)) != DB_OK)
         return rc;
-    if ((rc = migrate(db, on_migrated, ctx, info, err, errlen)) != DB_OK)
+    if (on_event)
+        on_event(ctx, info, NULL);
+    if ((rc = migrate(db, on_event, ctx, info, err, errlen)) != DB_OK)
         goto fail;
     /* Per session: COPY cannot do ON CONFLICT, so batches go through this
      * stage table, emptied by every COMMIT. */
@@ -506,7 +511,8 @@ int db_store_rows(struct db *db, const struct reading_batch *b, const char *inge
             res->rejected++;
             if (!*first)
                 snprintf(first, sizeof first, "reading %zu: %s", i, why);
-            note_rejection(reasons, i, why);
+            /* "insert: " says nothing in a list of refused readings */
+            note_rejection(reasons, i, strncmp(why, "insert: ", 8) ? why : why + 8);
         }
     }
     rc = DB_OK;

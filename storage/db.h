@@ -39,9 +39,6 @@ void db_destroy(struct db *db);
  * notices a dead server only on the next query, so 1 is a hint, 0 is sure. */
 int db_is_up(const struct db *db);
 
-/* Called once per migration applied, after its COMMIT. */
-typedef void db_migrated_fn(void *ctx, const struct migration *m);
-
 struct db_ensure_info {
     int connected;       /* 1 if this call (re)connected */
     int schema_version;  /* highest version recorded in schema_migrations */
@@ -50,14 +47,20 @@ struct db_ensure_info {
     char where[200];     /* "host=... port=... dbname=... user=..." (no password) */
 };
 
+/* db_ensure's report, for the caller's log: called with m == NULL right
+ * after a new connection is up (info->where and server_version are set),
+ * then once per migration applied, after its COMMIT. */
+typedef void db_event_fn(void *ctx, const struct db_ensure_info *info,
+                         const struct migration *m);
+
 /* Makes sure the connection is usable: when it is up and idle, returns
  * DB_OK at once (info->connected = 0). Otherwise closes what is left,
  * connects, applies the pending embedded migrations (one transaction under
  * a fixed advisory lock, so replicas starting together are safe; a no-op
  * when the schema is current) and creates the per-session staging table.
  * Returns DB_OK, DB_RETRY (cannot connect, or a transient error) or
- * DB_FATAL (a migration's SQL failed). on_migrated may be NULL. */
-int db_ensure(struct db *db, db_migrated_fn *on_migrated, void *ctx,
+ * DB_FATAL (a migration's SQL failed). on_event may be NULL. */
+int db_ensure(struct db *db, db_event_fn *on_event, void *ctx,
               struct db_ensure_info *info, char *err, size_t errlen);
 
 struct db_batch_result {

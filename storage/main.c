@@ -100,12 +100,13 @@ static int start_database(struct db *db, char *why)
         int rc = consumer_db_ensure(db, err, sizeof err);
         if (rc == DB_OK)
             return 0;
+        char qb[sizeof err];
+        storage_log_value(err, qb, sizeof qb);
         if (rc == DB_FATAL) {
-            log_error("db.migration_failed", "err=\"%s\"", err);
+            log_error("db.migration_failed", "err=\"%s\"", qb);
             return 1;
         }
-        log_warn("db.connect_failed", "attempt=%d retry_in_ms=%ld err=\"%s\"", attempt, delay,
-                 err);
+        log_warn("db.connect_failed", "attempt=%d retry_in_ms=%ld err=\"%s\"", attempt, delay, qb);
         if ((*why = wait_wake((int)delay)) != 0)
             return -1;
         delay = delay * 2 > STARTUP_RETRY_MAX_MS ? STARTUP_RETRY_MAX_MS : delay * 2;
