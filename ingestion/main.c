@@ -219,6 +219,9 @@ int main(int argc, char **argv)
     }
     evhttp_set_timeout(a.http, (int)C.idle_timeout_s);
     evhttp_set_max_headers_size(a.http, 64 * 1024);
+    /* On 413, read the rest of the body before closing: a reset would lose
+     * the answer (and behind HAProxy, the client would see none at all). */
+    evhttp_set_flags(a.http, EVHTTP_SERVER_LINGERING_CLOSE);
     struct http_api_config hc = {
         .max_body_bytes = (size_t)C.max_body,
         .limits = { .max_readings = (size_t)C.max_readings,
