@@ -51,7 +51,7 @@ svc_lib = $(call objs,$(filter-out $(1)/main.c,$(wildcard $(1)/*.c)))
 SERVICES   = $(BIN)/ingestion $(BIN)/storage $(BIN)/sensor-sim
 UNIT_TESTS = $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit integration run logs psql clean fuzz
+.PHONY: all deps test unit integration run logs psql clean
 all: deps $(SERVICES)
 
 # Installs what is missing (fast no-op when all is there). SKIP_DEPS=1 skips it.
@@ -103,6 +103,9 @@ test: deps $(SERVICES) $(UNIT_TESTS)
 
 unit: deps $(UNIT_TESTS)
 	@scripts/run-tests.sh --unit-only $(BIN) $(UNIT_TESTS)
+
+integration: deps $(SERVICES)
+	@scripts/run-tests.sh $(BIN)
 
 run: deps $(SERVICES)
 	@/usr/bin/python3 scripts/stack.py run --bin $(BIN)
