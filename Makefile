@@ -52,6 +52,8 @@ SERVICES   = $(BIN)/ingestion $(BIN)/storage $(BIN)/sensor-sim
 UNIT_TESTS = $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 
 .PHONY: all deps test unit integration run logs psql clean
+# Keep objects of pattern rules (unit tests) between runs.
+.SECONDARY:
 all: deps $(SERVICES)
 
 # Installs what is missing (fast no-op when all is there). SKIP_DEPS=1 skips it.

@@ -71,22 +71,41 @@ static void publish_done(void *ctx, int ok, const char *why)
     free(pd);
 }
 
-/* application/json, optionally with parameters such as charset. */
-static int is_json(const char *ct)
+int http_api_is_json(const char *ct)
 {
     if (!ct)
         return 0;
-    while (*ct == ' ')
+    while (*ct == ' ' || *ct == '\t')
         ct++;
     size_t n = strlen("application/json");
     return !strncasecmp(ct, "application/json", n) &&
-           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
+}
+
+enum http_route http_api_route(const char *path, int method, const char **allow)
+{
+    int get = method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD;
+    if (!path)
+        return ROUTE_NOT_FOUND;
+    if (!strcmp(path, "/v1/readings") || !strcmp(path, "/")) {
+        if (method == EVHTTP_REQ_POST)
+            return path[1] ? ROUTE_READINGS : ROUTE_LEGACY;
+        *allow = "POST";
+        return ROUTE_BAD_METHOD;
+    }
+    if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz")) {
+        if (get)
+            return path[1] == 'h' ? ROUTE_HEALTHZ : ROUTE_READYZ;
+        *allow = "GET, HEAD";
+        return ROUTE_BAD_METHOD;
+    }
+    return ROUTE_NOT_FOUND;
 }
 
 static void handle_post(struct http_api *api, struct evhttp_request *req, int legacy)
 {
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
-    if (!is_json(ct)) {
+    if (!http_api_is_json(ct)) {
         reply_error(api, req, 415, "Unsupported Media Type",
                     ct ? "Content-Type must be application/json"
                        : "missing Content-Type: send application/json");
@@ -134,40 +153,38 @@ static void handle(struct evhttp_request *req, void *arg)
 {
     struct http_api *api = arg;
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    int get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
     const char *allow = NULL;
+    int up;
 
-    if (!path)
-        path = "";
-    if (!strcmp(path, "/v1/readings") || !strcmp(path, "/")) {
-        if (cmd == EVHTTP_REQ_POST) {
-            handle_post(api, req, path[1] == '\0');   /* "/" is the legacy form */
-            return;
-        }
-        allow = "POST";
-    } else if (!strcmp(path, "/healthz")) {
-        if (get) {
-            reply_json(api, req, 200, "OK", json_pack("{s:s}", "status", "ok"));
-            return;
-        }
-        allow = "GET, HEAD";
-    } else if (!strcmp(path, "/readyz")) {
-        if (get) {
-            int up = publisher_connected(api->pub);
-            const char *status = api->draining ? "draining" : up ? "ready" : "not ready";
-            int ready = up && !api->draining;
-            reply_json(api, req, ready ? 200 : 503, ready ? "OK" : "Service Unavailable",
-                       json_pack("{s:s,s:s}", "status", status, "broker", up ? "up" : "down"));
-            return;
-        }
-        allow = "GET, HEAD";
-    } else {
-        reply_error(api, req, 404, "Not Found", "no such path");
+    switch (http_api_route(path, (int)evhttp_request_get_command(req), &allow)) {
+    case ROUTE_READINGS:
+        handle_post(api, req, 0);
         return;
+    case ROUTE_LEGACY:
+        handle_post(api, req, 1);
+        return;
+    case ROUTE_HEALTHZ:
+        reply_json(api, req, 200, "OK", json_pack("{s:s}", "status", "ok"));
+        return;
+    case ROUTE_READYZ:
+        up = publisher_connected(api->pub);
+        if (up && !api->draining)
+            reply_json(api, req, 200, "OK", json_pack("{s:s,s:s}", "status", "ready",
+                                                      "broker", "up"));
+        else
+            reply_json(api, req, 503, "Service Unavailable",
+                       json_pack("{s:s,s:s}", "status",
+                                 api->draining ? "draining" : "not ready", "broker",
+                                 up ? "up" : "down"));
+        return;
+    case ROUTE_BAD_METHOD:
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+        reply_error(api, req, 405, "Method Not Allowed", "method not allowed here");
+        return;
+    case ROUTE_NOT_FOUND:
+        break;
     }
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
-    reply_error(api, req, 405, "Method Not Allowed", "method not allowed here");
+    reply_error(api, req, 404, "Not Found", "no such path");
 }
 
 struct http_api *http_api_create(struct evhttp *http, struct publisher *pub,

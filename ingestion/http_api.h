@@ -25,6 +25,24 @@ struct http_api_config {
 
 struct http_api;
 
+/* What a request is, from its path and method alone. */
+enum http_route {
+    ROUTE_READINGS,        /* POST /v1/readings */
+    ROUTE_LEGACY,          /* POST / */
+    ROUTE_HEALTHZ,         /* GET|HEAD /healthz */
+    ROUTE_READYZ,          /* GET|HEAD /readyz */
+    ROUTE_BAD_METHOD,      /* known path, wrong method: 405, *allow says what */
+    ROUTE_NOT_FOUND        /* 404 */
+};
+
+/* Classifies a request. method is an evhttp_cmd_type; *allow is set (a
+ * static string for the Allow header) for ROUTE_BAD_METHOD. */
+enum http_route http_api_route(const char *path, int method, const char **allow);
+
+/* True for "application/json", any case, optionally with parameters
+ * ("; charset=utf-8"). NULL (header absent) is false. */
+int http_api_is_json(const char *content_type);
+
 /* Installs the routes on http. Returns NULL on out of memory. */
 struct http_api *http_api_create(struct evhttp *http, struct publisher *pub,
                                  const struct http_api_config *cfg);
