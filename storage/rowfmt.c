@@ -44,7 +44,8 @@ oom:
 
 static void put(struct rowbuf *b, const char *s, size_t n)
 {
-    if (reserve(b, n) == 0) {
+    /* n == 0 with data still NULL: memcpy(NULL, s, 0) is undefined. */
+    if (n && reserve(b, n) == 0) {
         memcpy(b->data + b->len, s, n);
         b->len += n;
     }
