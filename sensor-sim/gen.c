@@ -179,20 +179,44 @@ static void sleep_us(struct gen *g, int64_t us)
 
 /* --- the three modes ----------------------------------------------------- */
 
+/* Readings made per tick at most: a catch-up of 50 000 readings in one go
+ * would hold the loop for tens of ms, and every response waiting meanwhile
+ * would carry that delay in its latency. */
+#define MAX_PER_TICK 2000
+
+/* After a tick that made n of the want readings it wanted, with room for
+ * left: go on at once when only the per-tick cap stopped it; wait for room
+ * (gen_kick, or a short poll) when the bound did. Returns 1 when it
+ * scheduled the next tick. */
+static int continue_or_wait(struct gen *g, uint64_t want, uint64_t left, uint64_t n)
+{
+    if (want <= n)
+        return 0;
+    if (left > n) {
+        sleep_us(g, 0);
+    } else {
+        g->waiting_room = 1;
+        sleep_us(g, POLL_US);
+    }
+    return 1;
+}
+
 static void tick_fleet(struct gen *g, int64_t now)
 {
-    uint64_t left = room(g);
+    uint64_t left = room(g), n = 0;
     long i;
-    while (left && (i = fleet_pop_due(g->fleet, now)) >= 0) {
+    while (n < left && n < MAX_PER_TICK && (i = fleet_pop_due(g->fleet, now)) >= 0) {
         struct sim_reading rd;
         fleet_measure(g->fleet, (size_t)i, ts_now_us(), &rd);
         add(g, &rd, g->prefix[i], g->prefix_len[i], now);
-        left--;
+        n++;
     }
     flush(g);                                  /* batch what is due */
     int64_t due = fleet_next_due(g->fleet);
-    g->waiting_room = !left && due <= now;
-    sleep_us(g, g->waiting_room ? POLL_US : due - now);
+    if (due > now)
+        sleep_us(g, due - now);
+    else
+        continue_or_wait(g, n + 1, left, n);   /* more are due */
 }
 
 /* How many readings the clock says should exist by now. */
@@ -205,6 +229,17 @@ static uint64_t scheduled(const struct gen *g, int64_t now)
     return w;
 }
 
+/* Paced modes: sleep until the next reading is due, waking for the linger
+ * of a partial batch. */
+static void sleep_paced(struct gen *g, int64_t now)
+{
+    int64_t next = g->start_us + (int64_t)ceil((double)g->generated * 1e6 / g->cfg.rate);
+    int64_t wake = next - now;
+    if (g->cur && g->cur_first_us + LINGER_US - now < wake)
+        wake = g->cur_first_us + LINGER_US - now;
+    sleep_us(g, wake < POLL_US ? POLL_US : wake);
+}
+
 static void tick_load(struct gen *g, int64_t now)
 {
     uint64_t target = scheduled(g, now);
@@ -212,6 +247,8 @@ static void tick_load(struct gen *g, int64_t now)
     uint64_t left = room(g);
     uint64_t n = want < left ? want : left;
     size_t nsensors = fleet_size(g->fleet);
+    if (n > MAX_PER_TICK)
+        n = MAX_PER_TICK;
 
     for (uint64_t k = 0; k < n; k++) {
         struct sim_reading rd;
@@ -227,17 +264,8 @@ static void tick_load(struct gen *g, int64_t now)
         finish(g, 0);
         return;
     }
-    g->waiting_room = g->behind > 0;
-    if (g->behind) {
-        sleep_us(g, POLL_US);
-        return;
-    }
-    /* Sleep until the next reading is due, but wake for the linger. */
-    int64_t next = g->start_us + (int64_t)ceil((double)g->generated * 1e6 / g->cfg.rate);
-    int64_t wake = next - now;
-    if (g->cur && g->cur_first_us + LINGER_US - now < wake)
-        wake = g->cur_first_us + LINGER_US - now;
-    sleep_us(g, wake < POLL_US ? POLL_US : wake);
+    if (!continue_or_wait(g, want, left, n))
+        sleep_paced(g, now);
 }
 
 static void tick_replay(struct gen *g, int64_t now)
@@ -249,6 +277,8 @@ static void tick_replay(struct gen *g, int64_t now)
         want = target > g->generated ? target - g->generated : 0;
     }
     uint64_t n = want < left ? want : left;
+    if (n > MAX_PER_TICK)
+        n = MAX_PER_TICK;
     for (uint64_t k = 0; k < n; k++) {
         struct sim_reading rd;
         char err[300];
@@ -265,24 +295,24 @@ static void tick_replay(struct gen *g, int64_t now)
         finish(g, 0);
         return;
     }
-    /* Without a rate the connections set the pace; a partial batch waits
-     * for the next row only while rows keep coming. */
     if (g->cfg.rate <= 0) {
+        /* The connections set the pace: post what was read, then read more
+         * as soon as there is room. */
         flush(g);
-        g->waiting_room = 1;
-        sleep_us(g, MAX_SLEEP_US);
+        if (n < left) {
+            sleep_us(g, 0);
+        } else {
+            g->waiting_room = 1;
+            sleep_us(g, MAX_SLEEP_US);
+        }
         return;
     }
-    g->behind = scheduled(g, now) - g->generated;
+    uint64_t target = scheduled(g, now);
+    g->behind = target > g->generated ? target - g->generated : 0;
     if (g->cur && now - g->cur_first_us >= LINGER_US)
         flush(g);
-    g->waiting_room = g->behind > 0;
-    if (g->behind) {
-        sleep_us(g, POLL_US);
-        return;
-    }
-    int64_t next = g->start_us + (int64_t)ceil((double)g->generated * 1e6 / g->cfg.rate);
-    sleep_us(g, next - now < POLL_US ? POLL_US : next - now);
+    if (!continue_or_wait(g, want, left, n))
+        sleep_paced(g, now);
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
