@@ -231,6 +231,7 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
         return;
     }
 
+    int64_t t1 = ts_mono_us();
     struct job j = { .kind = JOB_BATCH, .topic = topic, .payload = payload, .len = len,
                      .by = by };
     char qb[512];
@@ -258,8 +259,9 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
     atomic_fetch_add(&c->inserted, (unsigned long long)j.res.inserted);
     atomic_fetch_add(&c->duplicates, (unsigned long long)j.res.duplicates);
     log_debug("storage.batch", "topic=%s by=%s readings=%zu inserted=%ld duplicates=%ld "
-              "redelivered=%d ms=%.1f", topic, by, c->batch.n, j.res.inserted,
-              j.res.duplicates, dup, (double)(ts_mono_us() - t0) / 1000.0);
+              "redelivered=%d decode_ms=%.1f store_ms=%.1f", topic, by, c->batch.n,
+              j.res.inserted, j.res.duplicates, dup, (double)(t1 - t0) / 1000.0,
+              (double)(ts_mono_us() - t1) / 1000.0);
     reading_batch_clear(&c->batch);
 }
 

@@ -147,7 +147,10 @@ int main(int argc, char **argv)
     }
     switch (start_database(db, &why)) {
     case 0: break;
-    case -1: status = 0; goto out;   /* stopped while waiting: nothing to undo */
+    case -1:   /* stopped while waiting for the database: nothing to undo */
+        log_info("storage.stopping", "cause=%s", wake_name(why));
+        status = 0;
+        goto out;
     default: goto out;
     }
 
