@@ -19,7 +19,13 @@ struct storage_config {
     const char *log_level_name;
 
     /* Derived by storage_config_load(). */
-    char client_id[STORAGE_CLIENT_ID_MAX + 1];  /* never empty */
+    /* Never empty. It names the broker-side session, so it must be stable
+     * across restarts (a restarted storage finds the messages queued for it)
+     * and unique per replica: two clients with one id kick each other off,
+     * and paho's automatic reconnect turns that into endless flapping. The
+     * hostname default is only as stable as the hostname (a re-created
+     * container gets a new one and leaves its old session behind). */
+    char client_id[STORAGE_CLIENT_ID_MAX + 1];
     char topic_filter[512];     /* "$share/<group>/<prefix>/#" */
     enum log_level log_level;
 };

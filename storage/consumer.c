@@ -58,8 +58,6 @@ const char *storage_log_value(const char *s, char *buf, size_t len)
     return buf;
 }
 
-#define q storage_log_value
-
 /* --- database, with the log lines ------------------------------------------- */
 
 static void log_db_event(void *ctx, const struct db_ensure_info *info,
@@ -178,11 +176,11 @@ static int run_job(struct consumer *c, struct job *j)
         char qb[sizeof err];
         if (c->db_up && !db_is_up(c->db)) {
             c->db_up = 0;
-            log_warn("db.connection_lost", "err=\"%s\"", q(err, qb, sizeof qb));
+            log_warn("db.connection_lost", "err=\"%s\"", storage_log_value(err, qb, sizeof qb));
         }
         atomic_fetch_add(&c->db_failures, 1);
         log_warn("storage.store_failed", "op=%s topic=%s attempt=%d retry_in_ms=%ld err=\"%s\"",
-                 job_names[j->kind], j->topic, n, delay, q(err, qb, sizeof qb));
+                 job_names[j->kind], j->topic, n, delay, storage_log_value(err, qb, sizeof qb));
         if (sleep_unless_stopped(c, delay))
             exit_unacknowledged(c, j->topic, j->len);
         delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
@@ -196,7 +194,7 @@ static void dead_letter(struct consumer *c, const char *topic, const void *paylo
                      .reason = reason };
     char qb[512];
     log_warn("storage.dead_letter", "topic=%s bytes=%zu reason=\"%s\"", topic, len,
-             q(reason, qb, sizeof qb));
+             storage_log_value(reason, qb, sizeof qb));
     if (run_job(c, &j) == DB_OK) {
         atomic_fetch_add(&c->dead_letters, 1);
         return;
@@ -206,7 +204,7 @@ static void dead_letter(struct consumer *c, const char *topic, const void *paylo
      * worse than dropping this one message, loudly. */
     log_error("storage.message_dropped", "topic=%s bytes=%zu reason=\"%s\" "
               "msg=\"the database refused even the dead letter\"", topic, len,
-              q(reason, qb, sizeof qb));
+              storage_log_value(reason, qb, sizeof qb));
 }
 
 /* Everything for one message; returns once it may be acknowledged. */
@@ -239,7 +237,8 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
         /* Some reading is refused (the message decoded fine, so this is
          * rare): store the others one by one, dead-letter the rest. */
         log_warn("storage.batch_refused", "topic=%s readings=%zu err=\"%s\" msg=\"retrying "
-                 "reading by reading\"", topic, c->batch.n, q(j.detail, qb, sizeof qb));
+                 "reading by reading\"", topic, c->batch.n,
+                 storage_log_value(j.detail, qb, sizeof qb));
         j.kind = JOB_ROWS;
         run_job(c, &j);   /* DB_OK: store_rows never refuses as a whole */
     }
@@ -248,12 +247,14 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
         if (j.res.dead_letter_refused)
             log_error("storage.readings_lost", "topic=%s refused=%ld of=%zu err=\"%s\" "
                       "msg=\"the database refused the readings and their dead letter\"",
-                      topic, j.res.rejected, c->batch.n, q(j.detail, qb, sizeof qb));
+                      topic, j.res.rejected, c->batch.n,
+                      storage_log_value(j.detail, qb, sizeof qb));
         else {
             atomic_fetch_add(&c->dead_letters, 1);
             log_warn("storage.readings_refused", "topic=%s refused=%ld of=%zu first=\"%s\" "
                      "msg=\"stored the others; the message is in dead_letters\"",
-                     topic, j.res.rejected, c->batch.n, q(j.detail, qb, sizeof qb));
+                     topic, j.res.rejected, c->batch.n,
+                     storage_log_value(j.detail, qb, sizeof qb));
         }
     }
     atomic_fetch_add(&c->inserted, (unsigned long long)j.res.inserted);
@@ -298,7 +299,8 @@ static void on_trace(enum MQTTASYNC_TRACE_LEVELS level, char *message)
         atomic_store(&trace_session_absent, 1);
     } else if (level >= MQTTASYNC_TRACE_ERROR) {
         char qb[512];
-        log_warn("mqtt.paho", "level=%d msg=\"%s\"", (int)level, q(message, qb, sizeof qb));
+        log_warn("mqtt.paho", "level=%d msg=\"%s\"", (int)level,
+                 storage_log_value(message, qb, sizeof qb));
     }
 }
 

@@ -5,7 +5,6 @@
 
 #include <libpq-fe.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,7 +205,7 @@ static int connect_db(struct db *db, struct db_ensure_info *info, char *err, siz
 static int has_version(const PGresult *res, int version)
 {
     for (int i = 0; i < PQntuples(res); i++)
-        if (atoi(PQgetvalue(res, i, 0)) == version)
+        if (strtol(PQgetvalue(res, i, 0), NULL, 10) == version)
             return 1;
     return 0;
 }
@@ -259,7 +258,7 @@ static int migrate(struct db *db, db_event_fn *on_event, void *ctx,
 
     int highest = 0;
     for (int i = 0; i < PQntuples(done); i++) {
-        int v = atoi(PQgetvalue(done, i, 0));
+        int v = (int)strtol(PQgetvalue(done, i, 0), NULL, 10);
         if (v > highest)
             highest = v;
     }

@@ -65,7 +65,8 @@ static void test_plain_and_unicode_pass_through(void **state)
     expect_field("s-1", "s-1");
     /* Quotes mean nothing in text format; UTF-8 (2, 3 and 4 bytes) is copied. */
     expect_field("it's \"quoted\"", "it's \"quoted\"");
-    expect_field("caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80");
+    const char *uni = "caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80";
+    expect_field(uni, uni);
     expect_field("a,b;c|d", "a,b;c|d");
 }
 
@@ -241,7 +242,8 @@ static void test_utf8_clean(void **state)
 {
     (void)state;
     expect_clean("plain", "plain", 0);
-    expect_clean("caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80", 0);
+    const char *uni = "caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80";
+    expect_clean(uni, uni, 0);
     expect_clean("garbage \xff\xfe", "garbage ??", 2);
     expect_clean("\xc3", "?", 1);                 /* truncated at the end */
     expect_clean("\xe2\x98", "??", 2);
