@@ -17,6 +17,7 @@
 /* How long to sleep when waiting for room, or between load ticks. Room
  * normally arrives through gen_kick(); the sleep is the safety net. */
 #define POLL_US 1000
+#define MIN_TICK_US 100
 #define MAX_SLEEP_US 100000
 
 struct gen {
@@ -34,6 +35,7 @@ struct gen {
     unsigned char *prefix_len;
     size_t rr;                     /* load mode: next sensor */
 
+    int64_t tick_us;               /* paced modes: shortest sleep */
     int64_t start_us;              /* monotonic */
     uint64_t generated;
     uint64_t behind;
@@ -57,6 +59,14 @@ struct gen *gen_create(struct event_base *base, const struct gen_cfg *cfg,
     g->fleet = fleet;
     g->rp = rp;
     g->snd = snd;
+    /* Paced modes post in small groups, about 4 requests per tick: 1 ms
+     * ticks at 40 000 requests/s would fire 40 at once, and the server's
+     * queueing of that burst would show in every latency. */
+    g->tick_us = POLL_US;
+    if (cfg->rate > 0) {
+        double t = 4.0 * cfg->batch * 1e6 / cfg->rate;
+        g->tick_us = t < MIN_TICK_US ? MIN_TICK_US : t > POLL_US ? POLL_US : (int64_t)t;
+    }
     g->tick_ev = event_new(base, -1, 0, tick_cb, g);
     if (!g->tick_ev)
         goto oom;
@@ -179,10 +189,11 @@ static void sleep_us(struct gen *g, int64_t us)
 
 /* --- the three modes ----------------------------------------------------- */
 
-/* Readings made per tick at most: a catch-up of 50 000 readings in one go
- * would hold the loop for tens of ms, and every response waiting meanwhile
- * would carry that delay in its latency. */
-#define MAX_PER_TICK 2000
+/* Readings made per tick at most, about half a millisecond of work: a
+ * catch-up of 50 000 readings in one go would hold the loop for tens of ms,
+ * and every response waiting meanwhile would carry that delay in its
+ * latency. */
+#define MAX_PER_TICK 512
 
 /* After a tick that made n of the want readings it wanted, with room for
  * left: go on at once when only the per-tick cap stopped it; wait for room
@@ -237,7 +248,7 @@ static void sleep_paced(struct gen *g, int64_t now)
     int64_t wake = next - now;
     if (g->cur && g->cur_first_us + LINGER_US - now < wake)
         wake = g->cur_first_us + LINGER_US - now;
-    sleep_us(g, wake < POLL_US ? POLL_US : wake);
+    sleep_us(g, wake < g->tick_us ? g->tick_us : wake);
 }
 
 static void tick_load(struct gen *g, int64_t now)

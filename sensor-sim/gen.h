@@ -49,6 +49,9 @@ struct gen *gen_create(struct event_base *base, const struct gen_cfg *cfg,
                        struct sender *snd, char *err, size_t errlen);
 void gen_destroy(struct gen *g);   /* accepts NULL */
 
+/* Paced modes (rate > 0) tick down to every 100 µs; the event base should
+ * have EVENT_BASE_FLAG_PRECISE_TIMER, or libevent rounds that to 1 ms. */
+
 /* Starts the schedule now. */
 void gen_start(struct gen *g);
 

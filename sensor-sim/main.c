@@ -404,6 +404,9 @@ int main(int argc, char **argv)
     struct event_config *ecfg = event_config_new();
     if (ecfg) {
         event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        /* Paced modes tick at sub-millisecond intervals (see gen.h). */
+        if (C.rate > 0)
+            event_config_set_flag(ecfg, EVENT_BASE_FLAG_PRECISE_TIMER);
         a.base = event_base_new_with_config(ecfg);
         event_config_free(ecfg);
     }
