@@ -112,7 +112,8 @@ struct app {
 
     struct event *sigint_ev, *sigterm_ev, *stats_ev, *flush_ev, *duration_ev, *drain_ev;
     int64_t start_us, last_stats_us;
-    int stopping;
+    int stopping;            /* no more readings are made */
+    int draining;            /* bounded: the drain deadline is armed */
     int exit_code_extra;     /* 1 when something besides readings failed */
     const char *mode_name;
 };
@@ -149,26 +150,28 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(a->base);
 }
 
+/* Stops making readings. bounded (a signal, --duration): also stop
+ * sending, so what never left is dropped (unsent, not a failure), and what
+ * was posted gets its answer or its retries until the drain deadline.
+ * Unbounded (count reached, end of the replay): everything made is
+ * delivered, max_attempts bounds how long that takes. A bounded stop may
+ * follow an unbounded one. */
 static void begin_stop(struct app *a, const char *reason, int bounded)
 {
-    if (a->stopping)
+    if (a->draining || (a->stopping && !bounded))
         return;
     a->stopping = 1;
     gen_stop(a->gen);
     uint64_t dropped = 0;
     if (bounded) {
-        /* "Stop" means stop sending: what never left is dropped (unsent,
-         * not a failure); what was posted gets its answer or retries until
-         * the drain deadline. */
+        a->draining = 1;
         dropped = sender_drop_unposted(a->snd);
-    }
-    log_info("sim.stopping", "reason=%s in_flight=%" PRIu64 " unsent=%" PRIu64 " drain_s=%g",
-             reason, sender_outstanding(a->snd), dropped, bounded ? C.drain_s : -1.0);
-    if (bounded) {
         struct timeval tv = { (time_t)C.drain_s,
                               (suseconds_t)((C.drain_s - floor(C.drain_s)) * 1e6) };
         event_add(a->drain_ev, &tv);
     }
+    log_info("sim.stopping", "reason=%s in_flight=%" PRIu64 " unsent=%" PRIu64 " drain_s=%g",
+             reason, sender_outstanding(a->snd), dropped, bounded ? C.drain_s : -1.0);
     check_done(a);
 }
 
@@ -176,9 +179,10 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct app *a = arg;
     (void)what;
-    if (a->stopping) {
+    if (a->draining) {
         /* A second signal: the operator does not want to wait. */
-        log_info("sim.stopping", "reason=second_signal");
+        log_info("sim.stopping", "reason=second_signal in_flight=%" PRIu64,
+                 sender_outstanding(a->snd));
         drain_cb(-1, 0, a);
         return;
     }
