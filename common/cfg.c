@@ -148,7 +148,9 @@ void cfg_usage(FILE *out, const char *prog, const char *summary,
     for (size_t i = 0; i < n; i++) {
         const struct cfg_opt *o = &opts[i];
         char range[64] = "";
-        if (o->type == CFG_INT || o->type == CFG_DOUBLE)
+        if (o->type == CFG_INT)
+            snprintf(range, sizeof range, ", %.0f..%.0f", o->min, o->max);
+        else if (o->type == CFG_DOUBLE)
             snprintf(range, sizeof range, ", %g..%g", o->min, o->max);
         fprintf(out, "  --%-20s %s (%s%s, default '%s')\n  %-22s %s\n",
                 o->flag, o->env, type_name(o->type), range, o->def, "", o->help);
