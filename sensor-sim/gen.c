@@ -147,16 +147,6 @@ static void flush(struct gen *g)
 }
 
 static void add(struct gen *g, const struct sim_reading *rd, const char *prefix,
-                size_t prefix_len, int64_t now_mono);
-
-/* A reading of fleet sensor i, with its precomputed prefix. */
-static void add_sensor(struct gen *g, size_t i, const struct sim_reading *rd, int64_t now_mono)
-{
-    add(g, rd, g->prefixes + g->prefix_off[i], g->prefix_off[i + 1] - g->prefix_off[i],
-        now_mono);
-}
-
-static void add(struct gen *g, const struct sim_reading *rd, const char *prefix,
                 size_t prefix_len, int64_t now_mono)
 {
     struct sender_req *r = g->cur;
@@ -176,6 +166,13 @@ static void add(struct gen *g, const struct sim_reading *rd, const char *prefix,
     g->generated++;
     if (r->n >= g->cfg.batch)
         flush(g);
+}
+
+/* A reading of fleet sensor i, with its precomputed prefix. */
+static void add_sensor(struct gen *g, size_t i, const struct sim_reading *rd, int64_t now_mono)
+{
+    add(g, rd, g->prefixes + g->prefix_off[i], g->prefix_off[i + 1] - g->prefix_off[i],
+        now_mono);
 }
 
 /* Readings that may still be made now: the memory bound and the count. */
