@@ -58,7 +58,9 @@ def stack(request):
         yield st
     finally:
         _STACK = None
-        st.stop()
+        problems = _our_services_misbehaved(st, st.stop())
+        if problems:
+            request.session.testsfailed += 1
         if os.environ.get("SF_KEEP"):
             kept = "state and logs"
         elif request.session.testsfailed:
@@ -72,6 +74,34 @@ def stack(request):
             shutil.rmtree(state, ignore_errors=True)
         if kept and report:
             report.write_line(f"integration: stack {kept} kept in {state} (SF_KEEP=1 keeps everything)")
+    if problems:
+        pytest.fail("our services misbehaved: " + "; ".join(problems), pytrace=False)
+
+
+# What ASan, UBSan and LeakSanitizer print: under `make SANITIZE=...` a report
+# must fail the run even when it only shows at exit.
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def _our_services_misbehaved(st, statuses):
+    """Exit statuses other than 0 on a clean stop, exits nobody asked for,
+    and sanitizer reports, of our own services (not the servers)."""
+    ours = lambda n: n.startswith(("ingestion", "storage", "sensor-sim"))
+    problems = [f"{n} exited with status {c} when stopped"
+                for n, c in statuses.items() if ours(n) and c != 0]
+    problems += [f"{n} exited by itself with status {c}"
+                 for n, c in st.unexpected_exits() if ours(n)]
+    for name in st.names:
+        if not ours(name):
+            continue
+        try:
+            with open(st.log_path(name), errors="replace") as f:
+                bad = [line.strip() for line in f if any(m in line for m in SANITIZER_MARKS)]
+        except OSError:
+            continue
+        if bad:
+            problems.append(f"{name} log: {bad[0]}")
+    return problems
 
 
 @pytest.fixture(scope="session")
