@@ -105,7 +105,8 @@ int cfg_load(const struct cfg_opt *opts, size_t n, int argc, char **argv,
         if (set_value(&opts[i], opts[i].def, err, errlen) < 0)
             return CFG_ERR;
         const char *env = getenv(opts[i].env);
-        if (env && set_value(&opts[i], env, err, errlen) < 0)
+        /* Empty means unset: .env and compose files write VAR= for "default". */
+        if (env && *env && set_value(&opts[i], env, err, errlen) < 0)
             return CFG_ERR;
     }
     for (int i = 1; i < argc; i++) {

@@ -2,7 +2,8 @@
  *
  * Each service describes its settings once, as an array of struct cfg_opt.
  * cfg_load() applies, in order of precedence: the default, the environment
- * variable, then the command-line flag (--flag VALUE or --flag=VALUE). Every
+ * variable (an empty one counts as unset), then the command-line flag
+ * (--flag VALUE or --flag=VALUE). Every
  * value is checked against its type and bounds; the first bad one makes
  * cfg_load() fail with a message naming the variable (and the flag).
  * The same table produces --help.

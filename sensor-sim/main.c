@@ -342,14 +342,6 @@ int main(int argc, char **argv)
     uint64_t replay_rows = 0;
 
     memset(&a, 0, sizeof a);
-    /* An empty variable means "not set": .env files and compose files write
-     * SIM_COUNT= for "no limit" (.env.example says so), and cfg would
-     * reject '' as a number. */
-    for (size_t i = 0; i < NOPTS; i++) {
-        const char *v = getenv(OPTS[i].env);
-        if (v && !*v)
-            unsetenv(OPTS[i].env);
-    }
     int rc = cfg_load(OPTS, NOPTS, argc, argv, "sensor-sim", SUMMARY, err, sizeof err);
     if (rc == CFG_HELP)
         return 0;
