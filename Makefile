@@ -11,6 +11,8 @@
 
 CC       ?= cc
 BUILD    ?= build
+# Where this build goes: sanitized objects never mix with plain ones.
+OUT       = $(BUILD)$(if $(SANITIZE),/san)
 SANITIZE ?=
 WERROR   ?=
 
@@ -29,13 +31,12 @@ CFLAGS_ALL = $(CSTD) $(OPT) $(WARN) $(PKG_CFLAGS) -Icommon -MMD -MP $(CFLAGS)
 LDLIBS_ALL = $(PKG_LIBS) -lpaho-mqtt3a -lpthread -lm $(LDLIBS)
 
 ifneq ($(SANITIZE),)
-BUILD      := $(BUILD)/san
 CFLAGS_ALL += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
 LDFLAGS    += -fsanitize=$(SANITIZE)
 endif
 
-BIN = $(BUILD)/bin
-OBJ = $(BUILD)/obj
+BIN = $(OUT)/bin
+OBJ = $(OUT)/obj
 
 COMMON_SRC    = $(wildcard common/*.c)
 INGESTION_SRC = $(wildcard ingestion/*.c)
@@ -64,39 +65,39 @@ $(OBJ)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-$(BUILD)/libcommon.a: $(COMMON_OBJ)
+$(OUT)/libcommon.a: $(COMMON_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN)/ingestion: $(call objs,$(INGESTION_SRC)) $(BUILD)/libcommon.a
+$(BIN)/ingestion: $(call objs,$(INGESTION_SRC)) $(OUT)/libcommon.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
 # The SQL migrations are compiled into storage, so the binary is all it needs.
-GEN_MIGRATIONS = $(BUILD)/gen/migrations.c
+GEN_MIGRATIONS = $(OUT)/gen/migrations.c
 $(GEN_MIGRATIONS): $(sort $(wildcard storage/migrations/*.sql)) scripts/embed-migrations.sh
 	@mkdir -p $(dir $@)
 	scripts/embed-migrations.sh storage/migrations > $@.tmp && mv $@.tmp $@
 MIGRATIONS_OBJ = $(OBJ)/$(GEN_MIGRATIONS:.c=.o)
 
-$(BIN)/storage: $(call objs,$(STORAGE_SRC)) $(MIGRATIONS_OBJ) $(BUILD)/libcommon.a
+$(BIN)/storage: $(call objs,$(STORAGE_SRC)) $(MIGRATIONS_OBJ) $(OUT)/libcommon.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
-$(BIN)/sensor-sim: $(call objs,$(SIM_SRC)) $(BUILD)/libcommon.a
+$(BIN)/sensor-sim: $(call objs,$(SIM_SRC)) $(OUT)/libcommon.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
 # Unit tests: tests/unit/test_<area>_*.c links common/ plus that area's code
 # (all of it but main.c) and cmocka.
-$(BIN)/test_common_%: $(OBJ)/tests/unit/test_common_%.o $(BUILD)/libcommon.a
+$(BIN)/test_common_%: $(OBJ)/tests/unit/test_common_%.o $(OUT)/libcommon.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL) -lcmocka
-$(BIN)/test_ingestion_%: $(OBJ)/tests/unit/test_ingestion_%.o $(call svc_lib,ingestion) $(BUILD)/libcommon.a
+$(BIN)/test_ingestion_%: $(OBJ)/tests/unit/test_ingestion_%.o $(call svc_lib,ingestion) $(OUT)/libcommon.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL) -lcmocka
-$(BIN)/test_storage_%: $(OBJ)/tests/unit/test_storage_%.o $(call svc_lib,storage) $(MIGRATIONS_OBJ) $(BUILD)/libcommon.a
+$(BIN)/test_storage_%: $(OBJ)/tests/unit/test_storage_%.o $(call svc_lib,storage) $(MIGRATIONS_OBJ) $(OUT)/libcommon.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL) -lcmocka
-$(BIN)/test_sim_%: $(OBJ)/tests/unit/test_sim_%.o $(call svc_lib,sensor-sim) $(BUILD)/libcommon.a
+$(BIN)/test_sim_%: $(OBJ)/tests/unit/test_sim_%.o $(call svc_lib,sensor-sim) $(OUT)/libcommon.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL) -lcmocka
 
@@ -121,4 +122,4 @@ psql:
 clean:
 	rm -rf build
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(OUT) -name '*.d' 2>/dev/null)
