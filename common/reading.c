@@ -505,6 +505,17 @@ void reading_msg_free(struct reading_msg *m)
     memset(m, 0, sizeof *m);
 }
 
+uint64_t reading_msg_digest(const void *payload, size_t len)
+{
+    const unsigned char *p = payload;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
 static int get_i64(const json_t *o, const char *key, int64_t *out)
 {
     const json_t *v = json_object_get(o, key);

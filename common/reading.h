@@ -120,6 +120,13 @@ int reading_msg_add(struct reading_msg *m, const struct reading *r);
 int reading_msg_finish(struct reading_msg *m);
 void reading_msg_free(struct reading_msg *m);
 
+/* A 64-bit digest (FNV-1a) of a message's bytes. storage confirms each
+ * message it has committed by publishing its digest (16 lowercase hex
+ * digits) to <stored prefix>/<by>; ingestion keeps what it published until
+ * that confirmation arrives (end to end: it covers a broker that lost
+ * messages it had acknowledged). */
+uint64_t reading_msg_digest(const void *payload, size_t len);
+
 /* Parses and validates an MQTT batch message (as reading_msg_* write it).
  * On success returns 0, copies the "by" instance into by (NUL-terminated,
  * at most bylen-1 bytes) and appends the readings to out. On any problem

@@ -27,9 +27,10 @@ static const char SUMMARY[] =
     "202 only once the broker has acknowledged them.";
 
 struct config {
-    const char *listen, *instance, *mqtt_url, *topic_prefix, *log_level;
+    const char *listen, *instance, *mqtt_url, *topic_prefix, *stored_prefix, *log_level;
     long port, max_body, max_readings, max_future_s, idle_timeout_s, drain_timeout_s;
     long max_inflight, max_pending, max_message_kib, retry_after_s;
+    long retention_s, republish_after_s, retention_max_mib;
 };
 
 static struct config C;
@@ -46,6 +47,17 @@ static const struct cfg_opt OPTIONS[] = {
     { "topic-prefix", "MQTT_TOPIC_PREFIX", CFG_STR, &C.topic_prefix,
       "sensorflow/v1/readings", 1, 128,
       "readings are published to <prefix>/<instance-id>" },
+    { "stored-prefix", "MQTT_STORED_PREFIX", CFG_STR, &C.stored_prefix,
+      "sensorflow/v1/stored", 1, 128,
+      "storage confirms committed messages on <prefix>/<instance-id>" },
+    { "retention-s", "INGESTION_RETENTION_S", CFG_INT, &C.retention_s, "600", 0, 86400,
+      "keep published messages until storage confirms them, at most this long "
+      "(seconds; 0 = off)" },
+    { "republish-after-s", "INGESTION_REPUBLISH_AFTER_S", CFG_INT, &C.republish_after_s, "60",
+      1, 86400, "publish again what storage has not confirmed after this long, then at "
+      "doubling intervals (seconds)" },
+    { "retention-max-mib", "INGESTION_RETENTION_MAX_MIB", CFG_INT, &C.retention_max_mib, "64",
+      1, 65536, "memory for unconfirmed messages; beyond, the oldest are let go" },
     { "max-body-bytes", "INGESTION_MAX_BODY_BYTES", CFG_INT, &C.max_body, "1048576", 256,
       64 * 1048576, "largest request body; larger gets 413" },
     { "max-readings", "INGESTION_MAX_READINGS", CFG_INT, &C.max_readings, "1000", 1, 100000,
@@ -84,10 +96,15 @@ static void drain_tick_cb(evutil_socket_t fd, short what, void *arg)
     struct app *a = arg;
     (void)fd;
     (void)what;
+    /* Done when the broker acknowledged everything and storage confirmed
+     * it: after that, even a broker crash cannot lose what we answered 202. */
+    struct publisher_stats st;
     size_t left = publisher_outstanding(a->pub);
-    if (left == 0 || ts_mono_us() >= a->drain_deadline_us) {
-        if (left)
-            log_warn("shutdown.drain_timeout", "unacknowledged_readings=%zu", left);
+    publisher_stats(a->pub, &st);
+    if ((left == 0 && st.retained == 0) || ts_mono_us() >= a->drain_deadline_us) {
+        if (left || st.retained)
+            log_warn("shutdown.drain_timeout", "unacknowledged_readings=%zu "
+                     "unconfirmed_messages=%zu", left, st.retained);
         event_base_loopbreak(a->base);
     }
 }
@@ -158,7 +175,7 @@ static struct evconnlistener *bind_listener(struct event_base *base, char *err, 
 int main(int argc, char **argv)
 {
     struct app a;
-    char err[512], instance[64], client_id[96], topic[256];
+    char err[512], instance[64], client_id[96], topic[256], stored_topic[256];
     int rc = 1;
     memset(&a, 0, sizeof a);
 
@@ -193,6 +210,7 @@ int main(int argc, char **argv)
         rnd = (uint32_t)getpid() ^ (uint32_t)ts_now_us();
     snprintf(client_id, sizeof client_id, "%s-%08x", instance, rnd);
     snprintf(topic, sizeof topic, "%s/%s", C.topic_prefix, instance);
+    snprintf(stored_topic, sizeof stored_topic, "%s/%s", C.stored_prefix, instance);
     log_init("ingestion", instance, level);
     signal(SIGPIPE, SIG_IGN);
 
@@ -208,6 +226,10 @@ int main(int argc, char **argv)
         .max_message_bytes = (size_t)C.max_message_kib * 1024,
         .max_inflight = (size_t)C.max_inflight,
         .max_pending_readings = (size_t)C.max_pending,
+        .stored_topic = stored_topic,
+        .retention_s = (int)C.retention_s,
+        .republish_after_s = (int)C.republish_after_s,
+        .retention_max_bytes = (size_t)C.retention_max_mib * 1048576,
     };
     if (!(a.pub = publisher_create(a.base, &pc, err, sizeof err))) {
         log_error("startup.failed", "reason=\"%s\"", err);
@@ -254,8 +276,13 @@ int main(int argc, char **argv)
 
     event_base_dispatch(a.base);
 
-    log_info("shutdown.done", "requests=%llu unacknowledged_readings=%zu",
-             (unsigned long long)http_api_requests(a.api), publisher_outstanding(a.pub));
+    struct publisher_stats st;
+    publisher_stats(a.pub, &st);
+    log_info("shutdown.done", "requests=%llu unacknowledged_readings=%zu "
+             "unconfirmed_messages=%zu confirmed=%llu republished=%llu expired=%llu",
+             (unsigned long long)http_api_requests(a.api), publisher_outstanding(a.pub),
+             st.retained, (unsigned long long)st.confirmed,
+             (unsigned long long)st.republished, (unsigned long long)st.expired);
     rc = 0;
 out:
     if (a.drain_tick)

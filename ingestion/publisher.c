@@ -7,6 +7,7 @@
  * The lock is never held while calling paho (paho issue #1222). */
 #include "publisher.h"
 #include "log.h"
+#include "ts.h"
 
 #include <MQTTAsync.h>
 #include <event2/event.h>
@@ -28,14 +29,18 @@ struct pub_msg {
     int ok;                  /* set by the paho callback */
     const char *why;
     struct publisher *p;
-    struct pub_msg *next;
+    struct pub_msg *next;    /* in the finished list, then the retained one */
+    uint64_t digest;         /* what storage's confirmation names */
+    int64_t first_us;        /* first publication (monotonic) */
+    int64_t next_us;         /* next republish if still unconfirmed */
+    unsigned copies;         /* republications so far */
 };
 
 enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_UP, CONN_RECONNECTING };
 
 struct publisher {
     struct publisher_config cfg;
-    char *client_id, *topic, *instance;
+    char *client_id, *topic, *instance, *stored_topic, *online_topic;
     MQTTAsync client;
     struct event_base *base;
     struct event *flush_ev;      /* zero timeout: end of this loop turn */
@@ -50,8 +55,19 @@ struct publisher {
     atomic_int connected;
     int64_t reconnects;
 
-    pthread_mutex_t lock;        /* guards finished */
+    pthread_mutex_t lock;        /* guards finished and the confirmations */
     struct pub_msg *finished;
+    uint64_t *confirms;          /* digests from storage, not yet applied */
+    size_t nconfirms, capconfirms;
+
+    /* Acknowledged, not yet confirmed by storage: oldest first. */
+    struct pub_msg *ret_head, *ret_tail;
+    size_t retained, retained_bytes;
+    atomic_int resend_all;       /* set on reconnection */
+    atomic_int re_inflight;      /* republications awaiting PUBACK */
+    int due_left;                /* republish_due() ran out of slots */
+    int ever_connected;          /* paho thread only */
+    struct publisher_stats st;
 };
 
 static void msg_free(struct pub_msg *m)
@@ -61,15 +77,6 @@ static void msg_free(struct pub_msg *m)
     reading_msg_free(&m->body);
     free(m->w);
     free(m);
-}
-
-/* Runs every waiter of m on the loop thread, then frees m. */
-static void msg_complete(struct publisher *p, struct pub_msg *m, int ok, const char *why)
-{
-    for (size_t i = 0; i < m->nw; i++)
-        m->w[i].done(m->w[i].ctx, ok, why);
-    p->outstanding -= m->readings;
-    msg_free(m);
 }
 
 /* --- paho's thread ------------------------------------------------------- */
@@ -103,10 +110,31 @@ static void on_publish_fail(void *ctx, MQTTAsync_failureData5 *resp)
     hand_back(ctx, 0, "broker did not acknowledge the readings");
 }
 
+static void on_subscribe_fail(void *ctx, MQTTAsync_failureData5 *resp)
+{
+    struct publisher *p = ctx;
+    log_warn("mqtt.subscribe_failed", "topic=%s rc=%d msg=\"no confirmations: unconfirmed "
+             "messages will be republished\"", p->cfg.stored_topic, resp ? resp->code : 0);
+}
+
 static void on_connected(void *ctx, char *cause)
 {
     struct publisher *p = ctx;
     (void)cause;
+    /* Clean start: the subscriptions are made again on every connection. */
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.onFailure5 = on_subscribe_fail;
+    ro.context = p;
+    char *topics[2] = { p->stored_topic, p->online_topic };
+    int qos[2] = { 0, 0 };
+    int rc = MQTTAsync_subscribeMany(p->client, 2, topics, qos, &ro);
+    if (rc != MQTTASYNC_SUCCESS)
+        log_warn("mqtt.subscribe_failed", "topic=%s rc=%d", p->cfg.stored_topic, rc);
+    /* Whatever the broker held for storage may be gone (a restart or a
+     * crash): send again everything not yet confirmed. */
+    if (p->ever_connected)
+        atomic_store(&p->resend_all, 1);
+    p->ever_connected = 1;
     atomic_store(&p->state, CONN_UP);
     atomic_store(&p->connected, 1);
     log_info("mqtt.connected", "broker=%s client_id=%s", p->cfg.url, p->client_id);
@@ -129,14 +157,189 @@ static void on_connect_fail(void *ctx, MQTTAsync_failureData5 *resp)
              resp ? resp->code : 0, resp && resp->message ? resp->message : "unreachable");
 }
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* A confirmation from storage: 16 hex digits, the digest of a message; or
+ * a storage announcing it has (re)subscribed. */
 static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *m)
 {
-    /* Never subscribed: nothing should arrive. */
-    (void)ctx;
+    struct publisher *p = ctx;
+    const char *d = m->payload;
+    uint64_t digest = 0;
+    int ok = m->payloadlen == 16;
     (void)topic_len;
+    if (!strcmp(topic, p->online_topic)) {
+        atomic_store(&p->resend_all, 1);
+        ok = 0;
+    }
+    for (int i = 0; ok && i < 16; i++) {
+        int v = hexval(d[i]);
+        ok = v >= 0;
+        digest = digest << 4 | (uint64_t)(v & 0xf);
+    }
+    if (ok) {
+        pthread_mutex_lock(&p->lock);
+        if (p->nconfirms == p->capconfirms) {
+            size_t cap = p->capconfirms ? p->capconfirms * 2 : 64;
+            uint64_t *c = realloc(p->confirms, cap * sizeof *c);
+            if (c) {
+                p->confirms = c;
+                p->capconfirms = cap;
+            }
+        }
+        /* Out of memory drops it: the message is then republished, harmlessly. */
+        if (p->nconfirms < p->capconfirms)
+            p->confirms[p->nconfirms++] = digest;
+        pthread_mutex_unlock(&p->lock);
+        event_active(p->done_ev, EV_READ, 0);
+    }
     MQTTAsync_freeMessage(&m);
     MQTTAsync_free(topic);
     return 1;
+}
+
+/* A republication was acknowledged (or failed: the message stays retained
+ * and is tried again later). Either way a slot is free. */
+static void on_republish_done(void *ctx, MQTTAsync_successData5 *resp)
+{
+    struct publisher *p = ctx;
+    (void)resp;
+    atomic_fetch_sub(&p->re_inflight, 1);
+    event_active(p->done_ev, EV_READ, 0);
+}
+
+static void on_republish_fail(void *ctx, MQTTAsync_failureData5 *resp)
+{
+    struct publisher *p = ctx;
+    (void)resp;
+    atomic_fetch_sub(&p->re_inflight, 1);
+    event_active(p->done_ev, EV_READ, 0);
+}
+
+static void retained_unlink(struct publisher *p, struct pub_msg *prev, struct pub_msg *m)
+{
+    if (prev)
+        prev->next = m->next;
+    else
+        p->ret_head = m->next;
+    if (p->ret_tail == m)
+        p->ret_tail = prev;
+    p->retained--;
+    p->retained_bytes -= m->body.len;
+    msg_free(m);
+}
+
+/* Keeps an acknowledged message until storage confirms it. */
+static void retain(struct publisher *p, struct pub_msg *m)
+{
+    free(m->w);
+    m->w = NULL;
+    m->nw = m->capw = 0;
+    m->next = NULL;
+    m->next_us = m->first_us + (int64_t)p->cfg.republish_after_s * 1000000;
+    if (p->ret_tail)
+        p->ret_tail->next = m;
+    else
+        p->ret_head = m;
+    p->ret_tail = m;
+    p->retained++;
+    p->retained_bytes += m->body.len;
+    size_t dropped = 0;
+    while (p->retained_bytes > p->cfg.retention_max_bytes && p->ret_head != m) {
+        retained_unlink(p, NULL, p->ret_head);
+        dropped++;
+    }
+    if (dropped) {
+        p->st.overflowed += dropped;
+        log_warn("retention.overflow", "dropped_messages=%zu retained_bytes=%zu "
+                 "msg=\"unconfirmed messages let go early: storage is far behind\"",
+                 dropped, p->retained_bytes);
+    }
+}
+
+/* Runs every waiter of m on the loop thread, then retains m (acknowledged)
+ * or frees it (failed: its requests were told so). */
+static void msg_complete(struct publisher *p, struct pub_msg *m, int ok, const char *why)
+{
+    for (size_t i = 0; i < m->nw; i++)
+        m->w[i].done(m->w[i].ctx, ok, why);
+    p->outstanding -= m->readings;
+    if (ok && m->body.buf && p->cfg.retention_s > 0)
+        retain(p, m);
+    else
+        msg_free(m);
+}
+
+/* Drops the retained messages storage has confirmed. Confirmations come
+ * about in publication order, so the scan is short. */
+static void apply_confirms(struct publisher *p, const uint64_t *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct pub_msg *prev = NULL;
+        for (struct pub_msg *m = p->ret_head; m; prev = m, m = m->next) {
+            if (m->digest == d[i]) {
+                retained_unlink(p, prev, m);
+                p->st.confirmed++;
+                break;
+            }
+        }
+    }
+}
+
+/* Publishes again what is due; lets go of what is past the retention. */
+static void republish_due(struct publisher *p)
+{
+    int64_t now = ts_mono_us(), keep = (int64_t)p->cfg.retention_s * 1000000;
+    int all = atomic_exchange(&p->resend_all, 0);
+    size_t sent = 0, expired = 0;
+    struct pub_msg *prev = NULL, *m = p->ret_head;
+    p->due_left = 0;
+    while (m) {
+        struct pub_msg *next = m->next;
+        if (now - m->first_us > keep) {
+            retained_unlink(p, prev, m);
+            expired++;
+            m = next;
+            continue;
+        }
+        if (all)
+            m->next_us = now;
+        int due = now >= m->next_us && publisher_connected(p);
+        if (due && (size_t)atomic_load(&p->re_inflight) + p->inflight >= p->cfg.max_inflight)
+            p->due_left = 1;   /* carried on as acknowledgements free slots */
+        else if (due) {
+            MQTTAsync_message msg = MQTTAsync_message_initializer;
+            msg.payload = m->body.buf;
+            msg.payloadlen = (int)m->body.len;
+            msg.qos = 1;
+            MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+            ro.onSuccess5 = on_republish_done;
+            ro.onFailure5 = on_republish_fail;
+            ro.context = p;
+            atomic_fetch_add(&p->re_inflight, 1);
+            if (MQTTAsync_sendMessage(p->client, p->topic, &msg, &ro) == MQTTASYNC_SUCCESS) {
+                m->copies++;
+                sent++;
+                /* Doubling: a storage that is merely slow is not flooded. */
+                unsigned shift = m->copies < 16 ? m->copies : 16;
+                m->next_us = now + ((int64_t)p->cfg.republish_after_s * 1000000 << shift);
+            } else {
+                atomic_fetch_sub(&p->re_inflight, 1);
+            }
+        }
+        prev = m;
+        m = next;
+    }
+    p->st.republished += sent;
+    p->st.expired += expired;
+    if (sent)
+        log_info("retention.republished", "messages=%zu retained=%zu", sent, p->retained);
+    if (expired)
+        log_warn("retention.expired", "messages=%zu msg=\"not confirmed by storage within "
+                 "%d s: let go\"", expired, p->cfg.retention_s);
 }
 
 /* --- the loop's thread --------------------------------------------------- */
@@ -167,6 +370,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (atomic_load(&p->state) == CONN_IDLE)
         start_connect(p);
+    republish_due(p);
 }
 
 /* Sends the open message. Returns after handing it to paho, or after
@@ -181,6 +385,8 @@ static void send_open(struct publisher *p)
         msg_complete(p, m, 0, "out of memory");
         return;
     }
+    m->digest = reading_msg_digest(m->body.buf, m->body.len);
+    m->first_us = ts_mono_us();
     MQTTAsync_message msg = MQTTAsync_message_initializer;
     msg.payload = m->body.buf;
     msg.payloadlen = (int)m->body.len;
@@ -198,8 +404,7 @@ static void send_open(struct publisher *p)
         msg_complete(p, m, 0, "broker unavailable");
         return;
     }
-    /* The body is no longer needed: free it now, keep the waiters. */
-    reading_msg_free(&m->body);
+    /* paho copied the payload; ours stays for republishing. */
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -214,17 +419,35 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
     struct publisher *p = arg;
     (void)fd;
     (void)what;
+    uint64_t stack_buf[64], *confirms = stack_buf;
+    size_t nconf;
     pthread_mutex_lock(&p->lock);
     struct pub_msg *list = p->finished;
     p->finished = NULL;
+    nconf = p->nconfirms;
+    if (nconf > 64) {
+        /* Take the whole array; paho's thread starts a new one. */
+        confirms = p->confirms;
+        p->confirms = NULL;
+        p->capconfirms = 0;
+    } else {
+        memcpy(stack_buf, p->confirms, nconf * sizeof *confirms);
+    }
+    p->nconfirms = 0;
     pthread_mutex_unlock(&p->lock);
+    /* Acknowledgements first, so that a confirmation finds its message. */
     while (list) {
         struct pub_msg *next = list->next;
         p->inflight--;
         msg_complete(p, list, list->ok, list->why);
         list = next;
     }
+    apply_confirms(p, confirms, nconf);
+    if (confirms != stack_buf)
+        free(confirms);
     send_open(p);   /* a slot may have freed up for a waiting message */
+    if (p->due_left || atomic_load(&p->resend_all))
+        republish_due(p);
 }
 
 struct publisher *publisher_create(struct event_base *base, const struct publisher_config *cfg,
@@ -241,22 +464,32 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
     p->client_id = strdup(cfg->client_id);
     p->topic = strdup(cfg->topic);
     p->instance = strdup(cfg->instance);
+    p->stored_topic = strdup(cfg->stored_topic);
+    /* <prefix>/@online next to <prefix>/<instance>: '@' is in no instance id. */
+    const char *slash = strrchr(cfg->stored_topic, '/');
+    size_t plen = slash ? (size_t)(slash - cfg->stored_topic) : 0;
+    p->online_topic = malloc(plen + sizeof "/@online");
+    if (p->online_topic)
+        snprintf(p->online_topic, plen + sizeof "/@online", "%.*s/@online", (int)plen,
+                 cfg->stored_topic);
     p->flush_ev = evtimer_new(base, flush_cb, p);
     p->done_ev = event_new(base, -1, 0, done_cb, p);
     p->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, p);
-    if (!p->client_id || !p->topic || !p->instance || !p->flush_ev || !p->done_ev ||
-        !p->tick_ev) {
+    if (!p->client_id || !p->topic || !p->instance || !p->stored_topic || !p->online_topic ||
+        !p->flush_ev ||
+        !p->done_ev || !p->tick_ev) {
         snprintf(err, errlen, "out of memory");
         goto err;
     }
     p->cfg.client_id = p->client_id;
     p->cfg.topic = p->topic;
     p->cfg.instance = p->instance;
+    p->cfg.stored_topic = p->stored_topic;
 
     MQTTAsync_createOptions opts = MQTTAsync_createOptions_initializer5;
     /* Only our own in-flight cap limits what is queued; paho's buffer must
      * be larger than it, or sendMessage fails (-12) while connected. */
-    opts.maxBufferedMessages = (int)cfg->max_inflight * 2 + 16;
+    opts.maxBufferedMessages = (int)cfg->max_inflight * 4 + 16;
     int rc = MQTTAsync_createWithOptions(&p->client, cfg->url, cfg->client_id,
                                          MQTTCLIENT_PERSISTENCE_NONE, NULL, &opts);
     if (rc != MQTTASYNC_SUCCESS) {
@@ -287,6 +520,13 @@ int publisher_connected(const struct publisher *p)
 size_t publisher_outstanding(const struct publisher *p)
 {
     return p->outstanding;
+}
+
+void publisher_stats(const struct publisher *p, struct publisher_stats *out)
+{
+    *out = p->st;
+    out->retained = p->retained;
+    out->retained_bytes = p->retained_bytes;
 }
 
 int publisher_submit(struct publisher *p, const struct reading_batch *b,
@@ -380,6 +620,11 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
     }
     if (p->open)
         msg_complete(p, p->open, 0, "shutting down");
+    while (p->ret_head)
+        retained_unlink(p, NULL, p->ret_head);
+    free(p->confirms);
+    free(p->stored_topic);
+    free(p->online_topic);
     if (p->flush_ev)
         event_free(p->flush_ev);
     if (p->done_ev)

@@ -6,11 +6,21 @@
  * done callback runs once, on the event loop's thread, after the broker has
  * acknowledged (PUBACK) the message holding its readings, or after that
  * message failed. The broker connection is kept up by itself: connection
- * state is readable at any time from any thread. */
+ * state is readable at any time from any thread.
+ *
+ * A PUBACK is not the end: a broker can lose what it acknowledged (kill -9
+ * between snapshots; after a restart, until storage subscribes again, since
+ * mosquitto does not persist shared subscriptions). So every acknowledged
+ * message is retained until storage confirms it (the digest of the message
+ * on stored_topic, see reading_msg_digest()). What is not confirmed after
+ * republish_after_s is published again, then at doubling intervals, and at
+ * once after every reconnection; after retention_s it is let go. The primary
+ * key makes a republished reading harmless. */
 #ifndef SF_PUBLISHER_H
 #define SF_PUBLISHER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "reading.h"
 
@@ -25,6 +35,15 @@ struct publisher_config {
     size_t max_message_bytes;    /* flush a message once it is this big */
     size_t max_inflight;         /* messages sent and not yet acknowledged */
     size_t max_pending_readings; /* waiting for a slot: beyond this, refuse */
+    const char *stored_topic;    /* storage's confirmations for us */
+    int retention_s;             /* keep unconfirmed messages this long */
+    int republish_after_s;       /* first republish of an unconfirmed message */
+    size_t retention_max_bytes;  /* beyond, the oldest are let go */
+};
+
+struct publisher_stats {
+    size_t retained, retained_bytes;  /* unconfirmed, kept for republishing */
+    uint64_t confirmed, republished, expired, overflowed;
 };
 
 /* ok is 1 when the broker acknowledged the readings; otherwise 0 and why
@@ -48,6 +67,8 @@ int publisher_submit(struct publisher *p, const struct reading_batch *b,
 
 /* Readings submitted whose done has not run yet. */
 size_t publisher_outstanding(const struct publisher *p);
+
+void publisher_stats(const struct publisher *p, struct publisher_stats *out);
 
 /* Sends what is buffered now rather than at the end of this loop turn. */
 void publisher_flush(struct publisher *p);

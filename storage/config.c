@@ -99,6 +99,10 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
         { "topic-prefix", "MQTT_TOPIC_PREFIX", CFG_STR, &c->topic_prefix,
           "sensorflow/v1/readings", 1, 200,
           "ingestion publishes to <prefix>/<instance>" },
+        { "stored-prefix", "MQTT_STORED_PREFIX", CFG_STR, &c->stored_prefix,
+          "sensorflow/v1/stored", 1, 200,
+          "after each commit, the message's digest goes to <prefix>/<instance> "
+          "(ingestion republishes what is not confirmed)" },
         { "share-group", "STORAGE_SHARE_GROUP", CFG_STR, &c->share_group,
           "storage", 1, 100,
           "shared-subscription group: replicas split the messages" },
@@ -157,6 +161,15 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
     if (storage_topic_filter(c->share_group, c->topic_prefix, c->topic_filter,
                              sizeof c->topic_filter, err, errlen) < 0)
         return STORAGE_CONFIG_ERR;
+    /* Under the readings prefix, storage would receive its own confirmations. */
+    size_t rp = strlen(c->topic_prefix);
+    if (strpbrk(c->stored_prefix, "+#") ||
+        (!strncmp(c->stored_prefix, c->topic_prefix, rp) &&
+         (c->stored_prefix[rp] == '\0' || c->stored_prefix[rp] == '/'))) {
+        snprintf(err, errlen, "MQTT_STORED_PREFIX (--stored-prefix): '%s' must have no "
+                 "wildcard and not lie under MQTT_TOPIC_PREFIX", c->stored_prefix);
+        return STORAGE_CONFIG_ERR;
+    }
     if (storage_client_id(c->client_id_opt, NULL, c->client_id, sizeof c->client_id) < 0) {
         snprintf(err, errlen, "STORAGE_CLIENT_ID (--client-id): the default "
                  "storage-<hostname> is longer than %d bytes: set it", STORAGE_CLIENT_ID_MAX);

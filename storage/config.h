@@ -13,6 +13,7 @@ struct storage_config {
     const char *database_url;   /* libpq conninfo or URI; checked */
     const char *mqtt_url;
     const char *topic_prefix;   /* no trailing '/', no wildcard */
+    const char *stored_prefix;  /* confirmations go to <stored_prefix>/<by> */
     const char *share_group;
     const char *client_id_opt;  /* as configured: "" means the default */
     long session_expiry_s;

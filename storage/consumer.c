@@ -207,17 +207,20 @@ static void dead_letter(struct consumer *c, const char *topic, const void *paylo
               storage_log_value(reason, qb, sizeof qb));
 }
 
-/* Everything for one message; returns once it may be acknowledged. */
+/* Everything for one message; returns once it may be acknowledged. by gets
+ * the ingestion instance that sent it, "" when the message did not decode. */
 static void handle_message(struct consumer *c, const char *topic, const void *payload,
-                           size_t len, int dup)
+                           size_t len, int dup, char by[READING_INSTANCE_MAX + 1])
 {
-    char by[READING_INSTANCE_MAX + 1];
     struct reading_error rerr;
     int64_t t0 = ts_mono_us();
 
     atomic_fetch_add(&c->messages, 1);
     reading_batch_clear(&c->batch);
-    if (reading_decode_message(payload, len, by, sizeof by, &c->batch, &rerr) < 0) {
+    by[0] = '\0';
+    if (reading_decode_message(payload, len, by, READING_INSTANCE_MAX + 1, &c->batch,
+                               &rerr) < 0) {
+        by[0] = '\0';
         char reason[400];
         if (rerr.index >= 0)
             snprintf(reason, sizeof reason, "undecodable: reading %ld%s%s: %s", rerr.index,
@@ -268,14 +271,38 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
 
 /* --- paho callbacks (all on paho's receive thread) -------------------------- */
 
+/* Tells the ingestion instance that sent it that the message is committed,
+ * so that it stops keeping it for a republish. QoS 0: a lost confirmation
+ * only costs a harmless republish. */
+static void confirm(struct consumer *c, const char *by, const void *payload, size_t len)
+{
+    char topic[512], digest[17];
+    int n = snprintf(topic, sizeof topic, "%s/%s", c->cfg->stored_prefix, by);
+    if (n < 0 || (size_t)n >= sizeof topic)
+        return;
+    snprintf(digest, sizeof digest, "%016llx",
+             (unsigned long long)reading_msg_digest(payload, len));
+    MQTTAsync_message m = MQTTAsync_message_initializer;
+    m.payload = digest;
+    m.payloadlen = 16;
+    m.qos = 0;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    int rc = MQTTAsync_sendMessage(c->client, topic, &m, &ro);
+    if (rc != MQTTASYNC_SUCCESS)
+        log_debug("storage.confirm_failed", "topic=%s rc=%d", topic, rc);
+}
+
 /* Returning 1 makes paho send the PUBACK; we get here only when the message
  * is committed (readings or dead letter), see handle_message. */
 static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 {
     struct consumer *c = ctx;
+    char by[READING_INSTANCE_MAX + 1];
+    size_t len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
     (void)topic_len;   /* a topic with an embedded NUL is used up to it */
-    handle_message(c, topic, msg->payload, msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0,
-                   msg->dup);
+    handle_message(c, topic, msg->payload, len, msg->dup, by);
+    if (*by)
+        confirm(c, by, msg->payload, len);
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
     return 1;
@@ -344,6 +371,19 @@ static void on_subscribed(void *ctx, MQTTAsync_successData5 *r)
                  "messages can be lost\"", c->cfg->topic_filter, qos);
     else
         log_info("mqtt.subscribed", "filter=%s qos=%d", c->cfg->topic_filter, qos);
+    /* Tell every ingestion we are (again) subscribed: what the broker
+     * dropped while no storage was (mosquitto does not persist shared
+     * subscriptions over a restart) is then republished at once. */
+    char topic[512];
+    int n = snprintf(topic, sizeof topic, "%s/@online", c->cfg->stored_prefix);
+    if (n > 0 && (size_t)n < sizeof topic) {
+        MQTTAsync_message m = MQTTAsync_message_initializer;
+        m.payload = (void *)c->cfg->client_id;
+        m.payloadlen = (int)strlen(c->cfg->client_id);
+        m.qos = 0;
+        MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+        MQTTAsync_sendMessage(c->client, topic, &m, &ro);
+    }
 }
 
 static void on_subscribe_failed(void *ctx, MQTTAsync_failureData5 *r)

@@ -143,14 +143,13 @@ def test_run_cli_starts_streams_and_stops_cleanly():
     shutil.rmtree(state, ignore_errors=True)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "mosquitto 2.0 does not persist shared subscriptions (persist__subs_save writes "
-    "node->subs, not node->shared), so after a broker restart readings published before "
-    "storage subscribes again are dropped; the broker says so (PUBACK reason 0x10) but "
-    "paho 1.3.11 does not pass that code to onSuccess5. Issue 3 closes this hole."))
 def test_broker_restart_readings_before_storage_resubscribes(stack, api):
-    # The promise: whatever a sensor got 202 for is stored. A sensor retries
-    # 503s, so ingestion may refuse during the window, but never say 202.
+    # mosquitto 2.0 does not persist shared subscriptions (persist__subs_save
+    # writes node->subs, not node->shared): after a broker restart, readings
+    # published before storage subscribes again are dropped although
+    # acknowledged (paho does not pass on the PUBACK's "no matching
+    # subscribers"). ingestion keeps every message until storage confirms it
+    # and republishes on storage's @online: whatever got 202 is stored.
     since = stack.mosquitto_log_size()
     assert stack.stop_service("mosquitto") == 0
     stack.start_service("mosquitto")

@@ -1207,6 +1207,16 @@ static void test_msg_awkward_doubles(void **state)
     round_trip("ingestion-1", rs, sizeof rs / sizeof rs[0]);
 }
 
+static void test_msg_digest(void **state)
+{
+    (void)state;
+    /* FNV-1a 64: storage and ingestion must agree on it bit for bit. */
+    assert_true(reading_msg_digest("", 0) == 0xcbf29ce484222325ULL);
+    assert_true(reading_msg_digest("a", 1) == 0xaf63dc4c8601ec8cULL);
+    assert_true(reading_msg_digest("foobar", 6) == 0x85944171f73967e8ULL);
+    assert_true(reading_msg_digest("{\"v\":1}", 7) != reading_msg_digest("{\"v\":2}", 7));
+}
+
 static void test_msg_negative_zero(void **state)
 {
     (void)state;
@@ -1566,6 +1576,7 @@ int main(void)
         cmocka_unit_test_teardown(test_legacy_double_encoded_rejected, teardown),
         cmocka_unit_test_teardown(test_msg_round_trip, teardown),
         cmocka_unit_test_teardown(test_msg_awkward_doubles, teardown),
+        cmocka_unit_test_teardown(test_msg_digest, teardown),
         cmocka_unit_test_teardown(test_msg_negative_zero, teardown),
         cmocka_unit_test_teardown(test_msg_timestamp_range, teardown),
         cmocka_unit_test_teardown(test_msg_many_readings, teardown),
