@@ -111,9 +111,9 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
                        : "missing Content-Type: send application/json");
         return;
     }
-    if (api->draining || !publisher_connected(api->pub)) {
+    if (api->draining || !publisher_accepting(api->pub)) {
         reply_unavailable(api, req, api->draining ? "shutting down"
-                                                  : "not connected to the broker");
+                                                  : "broker unreachable and spool full");
         return;
     }
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
@@ -166,17 +166,21 @@ static void handle(struct evhttp_request *req, void *arg)
     case ROUTE_HEALTHZ:
         reply_json(api, req, 200, "OK", json_pack("{s:s}", "status", "ok"));
         return;
-    case ROUTE_READYZ:
+    case ROUTE_READYZ: {
+        /* Ready while readings can be taken: broker up, or spool not full
+         * (then every replica keeps serving through a broker outage). */
+        struct publisher_stats st;
+        publisher_stats(api->pub, &st);
         up = publisher_connected(api->pub);
-        if (up && !api->draining)
-            reply_json(api, req, 200, "OK", json_pack("{s:s,s:s}", "status", "ready",
-                                                      "broker", "up"));
-        else
-            reply_json(api, req, 503, "Service Unavailable",
-                       json_pack("{s:s,s:s}", "status",
-                                 api->draining ? "draining" : "not ready", "broker",
-                                 up ? "up" : "down"));
+        int ready = !api->draining && publisher_accepting(api->pub);
+        const char *status = api->draining ? "draining" : !ready ? "not ready"
+                             : up ? "ready" : "spooling";
+        reply_json(api, req, ready ? 200 : 503, ready ? "OK" : "Service Unavailable",
+                   json_pack("{s:s,s:s,s:I,s:I}", "status", status, "broker",
+                             up ? "up" : "down", "spool_bytes", (json_int_t)st.spool_bytes,
+                             "unconfirmed_messages", (json_int_t)st.retained));
         return;
+    }
     case ROUTE_BAD_METHOD:
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
         reply_error(api, req, 405, "Method Not Allowed", "method not allowed here");

@@ -5,6 +5,7 @@
 #include "log.h"
 #include "publisher.h"
 #include "reading.h"
+#include "spool.h"
 #include "ts.h"
 
 #include <arpa/inet.h>
@@ -28,6 +29,8 @@ static const char SUMMARY[] =
 
 struct config {
     const char *listen, *instance, *mqtt_url, *topic_prefix, *stored_prefix, *log_level;
+    const char *spool_dir;
+    long spool_max_mib;
     long port, max_body, max_readings, max_future_s, idle_timeout_s, drain_timeout_s;
     long max_inflight, max_pending, max_message_kib, retry_after_s;
     long retention_s, republish_after_s, retention_max_mib;
@@ -58,6 +61,11 @@ static const struct cfg_opt OPTIONS[] = {
       "doubling intervals (seconds)" },
     { "retention-max-mib", "INGESTION_RETENTION_MAX_MIB", CFG_INT, &C.retention_max_mib, "64",
       1, 65536, "memory for unconfirmed messages; beyond, the oldest are let go" },
+    { "spool-dir", "INGESTION_SPOOL_DIR", CFG_STR, &C.spool_dir, "spool", 1, 3900,
+      "while the broker is unreachable, readings are fsync'd to <dir>/<instance-id> and "
+      "answered 202; keep the instance id stable so a restart finds them" },
+    { "spool-max-mib", "INGESTION_SPOOL_MAX_MIB", CFG_INT, &C.spool_max_mib, "256", 0,
+      1048576, "size of the spool; when full, 503 (0 = no spool: 503 while the broker is away)" },
     { "max-body-bytes", "INGESTION_MAX_BODY_BYTES", CFG_INT, &C.max_body, "1048576", 256,
       64 * 1048576, "largest request body; larger gets 413" },
     { "max-readings", "INGESTION_MAX_READINGS", CFG_INT, &C.max_readings, "1000", 1, 100000,
@@ -88,6 +96,7 @@ struct app {
     struct publisher *pub;
     struct http_api *api;
     struct event *sigterm, *sigint, *drain_tick;
+    struct spool *spool;
     int64_t drain_deadline_us;
 };
 
@@ -218,6 +227,20 @@ int main(int argc, char **argv)
         log_error("startup.failed", "reason=\"cannot create the event loop\"");
         goto out;
     }
+    char spool_dir[4096];
+    if (C.spool_max_mib > 0) {
+        snprintf(spool_dir, sizeof spool_dir, "%s/%s", C.spool_dir, instance);
+        if (!(a.spool = spool_open(spool_dir, (size_t)C.spool_max_mib * 1048576, err,
+                                   sizeof err))) {
+            log_error("startup.failed", "reason=\"%s\" msg=\"set INGESTION_SPOOL_DIR\"", err);
+            goto out;
+        }
+        if (spool_bytes(a.spool))
+            log_warn("spool.found", "dir=%s bytes=%zu msg=\"sent once the broker answers\"",
+                     spool_dir, spool_bytes(a.spool));
+    } else {
+        snprintf(spool_dir, sizeof spool_dir, "-");
+    }
     struct publisher_config pc = {
         .url = C.mqtt_url,
         .client_id = client_id,
@@ -230,6 +253,8 @@ int main(int argc, char **argv)
         .retention_s = (int)C.retention_s,
         .republish_after_s = (int)C.republish_after_s,
         .retention_max_bytes = (size_t)C.retention_max_mib * 1048576,
+        .spool = a.spool,
+        .spool_dir = spool_dir,
     };
     if (!(a.pub = publisher_create(a.base, &pc, err, sizeof err))) {
         log_error("startup.failed", "reason=\"%s\"", err);
@@ -271,8 +296,8 @@ int main(int argc, char **argv)
         log_error("startup.failed", "reason=\"cannot install signal handlers\"");
         goto out;
     }
-    log_info("startup.listening", "addr=%s port=%ld broker=%s topic=%s client_id=%s", C.listen,
-             C.port, C.mqtt_url, topic, client_id);
+    log_info("startup.listening", "addr=%s port=%ld broker=%s topic=%s client_id=%s spool=%s",
+             C.listen, C.port, C.mqtt_url, topic, client_id, spool_dir);
 
     event_base_dispatch(a.base);
 
@@ -298,6 +323,7 @@ out:
     if (a.http)
         evhttp_free(a.http);
     http_api_destroy(a.api);
+    spool_close(a.spool);
     if (a.base)
         event_base_free(a.base);
     libevent_global_shutdown();

@@ -7,10 +7,12 @@
  * The lock is never held while calling paho (paho issue #1222). */
 #include "publisher.h"
 #include "log.h"
+#include "spool.h"
 #include "ts.h"
 
 #include <MQTTAsync.h>
 #include <event2/event.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -34,6 +36,14 @@ struct pub_msg {
     int64_t first_us;        /* first publication (monotonic) */
     int64_t next_us;         /* next republish if still unconfirmed */
     unsigned copies;         /* republications so far */
+    int forwarded;           /* read back from the spool */
+};
+
+/* A request whose readings were written to the spool, awaiting fdatasync. */
+struct sync_waiter {
+    publisher_done_fn done;
+    void *ctx;
+    size_t readings;
 };
 
 enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_UP, CONN_RECONNECTING };
@@ -48,6 +58,12 @@ struct publisher {
     struct event *tick_ev;       /* retries a failed first connect */
 
     struct pub_msg *open;        /* being filled */
+    struct pub_msg *ready_head, *ready_tail;  /* from the spool, to send */
+    struct event *sync_ev;       /* zero timeout: one fdatasync per loop turn */
+    struct sync_waiter *sync_w;
+    size_t nsync, capsync;
+    size_t fwd_pending;          /* forwarded messages not yet done */
+    int fwd_failed, spooling, spool_full_logged;
     size_t inflight;             /* messages sent, not yet done */
     size_t outstanding;          /* readings submitted, not yet done */
 
@@ -219,6 +235,8 @@ static void on_republish_fail(void *ctx, MQTTAsync_failureData5 *resp)
     event_active(p->done_ev, EV_READ, 0);
 }
 
+static void forwarded_done(struct publisher *p, int ok);
+
 static void retained_unlink(struct publisher *p, struct pub_msg *prev, struct pub_msg *m)
 {
     if (prev)
@@ -267,6 +285,10 @@ static void msg_complete(struct publisher *p, struct pub_msg *m, int ok, const c
     for (size_t i = 0; i < m->nw; i++)
         m->w[i].done(m->w[i].ctx, ok, why);
     p->outstanding -= m->readings;
+    if (m->forwarded) {
+        m->forwarded = 0;
+        forwarded_done(p, ok);
+    }
     if (ok && m->body.buf && p->cfg.retention_s > 0)
         retain(p, m);
     else
@@ -363,28 +385,12 @@ static void start_connect(struct publisher *p)
     }
 }
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct publisher *p = arg;
-    (void)fd;
-    (void)what;
-    if (atomic_load(&p->state) == CONN_IDLE)
-        start_connect(p);
-    republish_due(p);
-}
 
 /* Sends the open message. Returns after handing it to paho, or after
  * failing its requests if paho refused it. */
-static void send_open(struct publisher *p)
+/* Hands one finished message to paho; on refusal, fails it at once. */
+static void send_msg(struct publisher *p, struct pub_msg *m)
 {
-    struct pub_msg *m = p->open;
-    if (!m || p->inflight >= p->cfg.max_inflight)
-        return;
-    p->open = NULL;
-    if (reading_msg_finish(&m->body) < 0) {
-        msg_complete(p, m, 0, "out of memory");
-        return;
-    }
     m->digest = reading_msg_digest(m->body.buf, m->body.len);
     m->first_us = ts_mono_us();
     MQTTAsync_message msg = MQTTAsync_message_initializer;
@@ -400,18 +406,188 @@ static void send_open(struct publisher *p)
     int rc = MQTTAsync_sendMessage(p->client, p->topic, &msg, &ro);
     if (rc != MQTTASYNC_SUCCESS) {
         p->inflight--;
-        log_warn("mqtt.publish_refused", "rc=%d readings=%zu", rc, m->readings);
+        log_debug("mqtt.publish_refused", "rc=%d readings=%zu", rc, m->readings);
         msg_complete(p, m, 0, "broker unavailable");
+    }
+}
+
+/* Sends what waits, as far as the in-flight cap allows: spooled messages
+ * being forwarded first (they are older), then the open message. */
+static void pump(struct publisher *p)
+{
+    while (p->ready_head && p->inflight < p->cfg.max_inflight) {
+        struct pub_msg *m = p->ready_head;
+        p->ready_head = m->next;
+        if (!p->ready_head)
+            p->ready_tail = NULL;
+        m->next = NULL;
+        send_msg(p, m);
+    }
+    struct pub_msg *m = p->open;
+    if (!m || p->inflight >= p->cfg.max_inflight)
+        return;
+    p->open = NULL;
+    if (reading_msg_finish(&m->body) < 0) {
+        msg_complete(p, m, 0, "out of memory");
         return;
     }
-    /* paho copied the payload; ours stays for republishing. */
+    send_msg(p, m);
+}
+
+/* --- the spool ----------------------------------------------------------- */
+
+/* Makes this loop turn's spool writes durable, then answers their requests. */
+static void sync_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct publisher *p = arg;
+    (void)fd;
+    (void)what;
+    int ok = spool_sync(p->cfg.spool) == 0;
+    if (!ok)
+        log_error("spool.sync_failed", "dir=%s err=\"%s\"", p->cfg.spool_dir, strerror(errno));
+    struct sync_waiter *w = p->sync_w;
+    size_t n = p->nsync;
+    p->sync_w = NULL;
+    p->nsync = p->capsync = 0;
+    for (size_t i = 0; i < n; i++) {
+        p->outstanding -= w[i].readings;
+        w[i].done(w[i].ctx, ok, "cannot write the local spool");
+    }
+    free(w);
+}
+
+/* Takes responsibility for a request by writing it to the spool. */
+static int spool_submit(struct publisher *p, const struct reading_batch *b,
+                        publisher_done_fn done, void *ctx, const char **why)
+{
+    struct reading_msg m;
+    int rc = -1;
+    if (p->nsync == p->capsync) {
+        size_t cap = p->capsync ? p->capsync * 2 : 16;
+        struct sync_waiter *w = realloc(p->sync_w, cap * sizeof *w);
+        if (!w) {
+            *why = "out of memory";
+            return -1;
+        }
+        p->sync_w = w;
+        p->capsync = cap;
+    }
+    if (reading_msg_init(&m, p->instance) < 0) {
+        *why = "out of memory";
+        return -1;
+    }
+    for (size_t i = 0; i < b->n; i++)
+        if (reading_msg_add(&m, &b->v[i]) < 0) {
+            *why = "out of memory";
+            goto out;
+        }
+    if (reading_msg_finish(&m) < 0) {
+        *why = "out of memory";
+        goto out;
+    }
+    if (spool_append(p->cfg.spool, m.buf, m.len, why) < 0) {
+        if (!p->spool_full_logged) {
+            p->spool_full_logged = 1;
+            log_warn("spool.refused", "dir=%s bytes=%zu reason=\"%s\"", p->cfg.spool_dir,
+                     spool_bytes(p->cfg.spool), *why);
+        }
+        goto out;
+    }
+    p->spool_full_logged = 0;
+    if (!p->spooling) {
+        p->spooling = 1;
+        log_warn("spool.active", "dir=%s msg=\"broker unreachable: readings go to the local "
+                 "spool\"", p->cfg.spool_dir);
+    }
+    p->sync_w[p->nsync++] = (struct sync_waiter){ done, ctx, b->n };
+    p->outstanding += b->n;
+    p->st.spooled += b->n;
+    if (p->nsync == 1) {
+        struct timeval now = { 0, 0 };
+        evtimer_add(p->sync_ev, &now);   /* one fdatasync for this loop turn */
+    }
+    rc = 0;
+out:
+    reading_msg_free(&m);
+    return rc;
+}
+
+/* When connected and the spool holds messages, queues all of them for
+ * sending; the round ends when the last one is acknowledged or failed. */
+static void forward_spool(struct publisher *p)
+{
+    if (!p->cfg.spool || p->fwd_pending || !publisher_connected(p) ||
+        spool_bytes(p->cfg.spool) == 0)
+        return;
+    char *buf;
+    size_t len, count = 0;
+    int rc = spool_take(p->cfg.spool, &buf, &len);
+    if (rc != 0) {
+        if (rc < 0)
+            log_error("spool.read_failed", "dir=%s err=\"%s\"", p->cfg.spool_dir,
+                      strerror(errno));
+        return;
+    }
+    for (char *line = buf, *end; (end = memchr(line, '\n', len - (size_t)(line - buf)));
+         line = end + 1) {
+        size_t n = (size_t)(end - line);
+        struct pub_msg *m = n ? calloc(1, sizeof *m) : NULL;
+        if (n && (!m || !(m->body.buf = malloc(n)))) {
+            free(m);
+            p->fwd_failed = 1;
+            break;
+        }
+        if (!m)
+            continue;
+        memcpy(m->body.buf, line, n);
+        m->body.len = m->body.cap = n;
+        m->p = p;
+        m->forwarded = 1;
+        if (p->ready_tail)
+            p->ready_tail->next = m;
+        else
+            p->ready_head = m;
+        p->ready_tail = m;
+        count++;
+    }
+    /* A torn last line (no newline) was never synced, so never answered. */
+    free(buf);
+    p->fwd_pending = count;
+    if (count == 0) {
+        spool_taken(p->cfg.spool, !p->fwd_failed);
+        p->fwd_failed = 0;
+        return;
+    }
+    log_info("spool.forwarding", "messages=%zu bytes=%zu", count, len);
+    pump(p);
+}
+
+/* A forwarded message is done: the round ends with the last one. */
+static void forwarded_done(struct publisher *p, int ok)
+{
+    if (!ok)
+        p->fwd_failed = 1;
+    if (--p->fwd_pending)
+        return;
+    int all = !p->fwd_failed;
+    p->fwd_failed = 0;
+    if (spool_taken(p->cfg.spool, all) < 0)
+        log_error("spool.delete_failed", "dir=%s err=\"%s\"", p->cfg.spool_dir,
+                  strerror(errno));
+    if (all) {
+        p->spooling = 0;
+        log_info("spool.forwarded", "msg=\"the spool was sent and acknowledged\" "
+                 "spool_bytes=%zu", spool_bytes(p->cfg.spool));
+    } else {
+        log_warn("spool.forward_failed", "msg=\"kept for the next try\"");
+    }
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    send_open(arg);
+    pump(arg);
 }
 
 static void done_cb(evutil_socket_t fd, short what, void *arg)
@@ -445,9 +621,20 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
     apply_confirms(p, confirms, nconf);
     if (confirms != stack_buf)
         free(confirms);
-    send_open(p);   /* a slot may have freed up for a waiting message */
+    pump(p);   /* a slot may have freed up for a waiting message */
     if (p->due_left || atomic_load(&p->resend_all))
         republish_due(p);
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct publisher *p = arg;
+    (void)fd;
+    (void)what;
+    if (atomic_load(&p->state) == CONN_IDLE)
+        start_connect(p);
+    forward_spool(p);
+    republish_due(p);
 }
 
 struct publisher *publisher_create(struct event_base *base, const struct publisher_config *cfg,
@@ -473,10 +660,11 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
         snprintf(p->online_topic, plen + sizeof "/@online", "%.*s/@online", (int)plen,
                  cfg->stored_topic);
     p->flush_ev = evtimer_new(base, flush_cb, p);
+    p->sync_ev = evtimer_new(base, sync_cb, p);
     p->done_ev = event_new(base, -1, 0, done_cb, p);
     p->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, p);
     if (!p->client_id || !p->topic || !p->instance || !p->stored_topic || !p->online_topic ||
-        !p->flush_ev ||
+        !p->flush_ev || !p->sync_ev ||
         !p->done_ev || !p->tick_ev) {
         snprintf(err, errlen, "out of memory");
         goto err;
@@ -522,9 +710,15 @@ size_t publisher_outstanding(const struct publisher *p)
     return p->outstanding;
 }
 
+int publisher_accepting(const struct publisher *p)
+{
+    return publisher_connected(p) || (p->cfg.spool && !spool_full(p->cfg.spool, 0));
+}
+
 void publisher_stats(const struct publisher *p, struct publisher_stats *out)
 {
     *out = p->st;
+    out->spool_bytes = p->cfg.spool ? spool_bytes(p->cfg.spool) : 0;
     out->retained = p->retained;
     out->retained_bytes = p->retained_bytes;
 }
@@ -532,12 +726,14 @@ void publisher_stats(const struct publisher *p, struct publisher_stats *out)
 int publisher_submit(struct publisher *p, const struct reading_batch *b,
                      publisher_done_fn done, void *ctx, const char **why)
 {
-    if (!publisher_connected(p)) {
-        *why = "not connected to the broker";
-        return -1;
-    }
     if (p->outstanding + b->n > p->cfg.max_pending_readings) {
         *why = "too many readings waiting for the broker";
+        return -1;
+    }
+    if (!publisher_connected(p)) {
+        if (p->cfg.spool)
+            return spool_submit(p, b, done, ctx, why);
+        *why = "not connected to the broker";
         return -1;
     }
     struct pub_msg *m = p->open;
@@ -577,7 +773,7 @@ int publisher_submit(struct publisher *p, const struct reading_batch *b,
     p->outstanding += b->n;
     p->open = m;
     if (m->body.len >= p->cfg.max_message_bytes) {
-        send_open(p);
+        pump(p);
     } else if (fresh) {
         /* Collect whatever else arrives in this turn of the loop. */
         struct timeval now = { 0, 0 };
@@ -595,7 +791,7 @@ oom:
 
 void publisher_flush(struct publisher *p)
 {
-    send_open(p);
+    pump(p);
 }
 
 void publisher_destroy(struct publisher *p, int timeout_ms)
@@ -620,6 +816,13 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
     }
     if (p->open)
         msg_complete(p, p->open, 0, "shutting down");
+    if (p->nsync)
+        sync_cb(-1, 0, p);
+    while (p->ready_head) {   /* still in forward.spool: sent next time */
+        struct pub_msg *m = p->ready_head;
+        p->ready_head = m->next;
+        msg_free(m);
+    }
     while (p->ret_head)
         retained_unlink(p, NULL, p->ret_head);
     free(p->confirms);
@@ -627,6 +830,8 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
     free(p->online_topic);
     if (p->flush_ev)
         event_free(p->flush_ev);
+    if (p->sync_ev)
+        event_free(p->sync_ev);
     if (p->done_ev)
         event_free(p->done_ev);
     if (p->tick_ev)

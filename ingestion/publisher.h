@@ -39,11 +39,15 @@ struct publisher_config {
     int retention_s;             /* keep unconfirmed messages this long */
     int republish_after_s;       /* first republish of an unconfirmed message */
     size_t retention_max_bytes;  /* beyond, the oldest are let go */
+    struct spool *spool;         /* NULL: none; else borrowed, outlives us */
+    const char *spool_dir;       /* for log lines */
 };
 
 struct publisher_stats {
     size_t retained, retained_bytes;  /* unconfirmed, kept for republishing */
     uint64_t confirmed, republished, expired, overflowed;
+    uint64_t spooled;                 /* readings taken into the spool */
+    size_t spool_bytes;
 };
 
 /* ok is 1 when the broker acknowledged the readings; otherwise 0 and why
@@ -57,6 +61,9 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
 
 /* 1 when connected to the broker (safe from any thread). */
 int publisher_connected(const struct publisher *p);
+
+/* 1 when readings can be taken: connected, or the spool has room. */
+int publisher_accepting(const struct publisher *p);
 
 /* Takes responsibility for the readings of one request (copies them).
  * Returns 0 and calls done(ctx, ...) later, exactly once; or returns -1
