@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static const char SUMMARY[] =
@@ -91,6 +92,7 @@ static const struct cfg_opt OPTIONS[] = {
 
 struct app {
     struct event_base *base;
+    struct event *accept_pause;  /* re-enables the listener after EMFILE */
     struct evhttp *http;
     struct evconnlistener *listener;
     struct publisher *pub;
@@ -141,6 +143,53 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     event_add(a->drain_tick, &tick);
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *a = arg;
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(a->listener);
+}
+
+/* accept() failed. Out of descriptors (thousands of idle clients) would
+ * otherwise spin: the listening socket stays readable. Pause accepting for
+ * a moment; the connections we have keep being served and the idle ones
+ * time out (INGESTION_IDLE_TIMEOUT_S). */
+static struct app *g_app;
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    struct app *a = g_app;
+    (void)arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    static int64_t last_log_us;
+    int64_t now = ts_mono_us();
+    if (now - last_log_us > 10 * 1000000) {
+        last_log_us = now;
+        log_warn("http.accept_failed", "err=\"%s\" msg=\"pausing accept for 100 ms\"",
+                 evutil_socket_error_to_string(err));
+    }
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        struct timeval pause = { 0, 100000 };
+        evconnlistener_disable(l);
+        evtimer_add(a->accept_pause, &pause);
+    }
+}
+
+/* Idle keep-alive connections are cheap, descriptors are the limit: take
+ * all the process may have. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rlim_t before = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            log_debug("startup.fd_limit", "from=%llu to=%llu", (unsigned long long)before,
+                      (unsigned long long)rl.rlim_max);
+    }
 }
 
 static int default_instance(char *buf, size_t len)
@@ -222,6 +271,7 @@ int main(int argc, char **argv)
     snprintf(stored_topic, sizeof stored_topic, "%s/%s", C.stored_prefix, instance);
     log_init("ingestion", instance, level);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
 
     if (evthread_use_pthreads() < 0 || !(a.base = event_base_new())) {
         log_error("startup.failed", "reason=\"cannot create the event loop\"");
@@ -289,6 +339,12 @@ int main(int argc, char **argv)
             evconnlistener_free(a.listener);
         goto out;
     }
+    if (!(a.accept_pause = evtimer_new(a.base, accept_resume_cb, &a))) {
+        log_error("startup.failed", "reason=\"out of memory\"");
+        goto out;
+    }
+    g_app = &a;   /* the listener's user data is evhttp's, not ours */
+    evconnlistener_set_error_cb(a.listener, accept_error_cb);
     a.sigterm = evsignal_new(a.base, SIGTERM, on_signal, &a);
     a.sigint = evsignal_new(a.base, SIGINT, on_signal, &a);
     if (!a.sigterm || !a.sigint || event_add(a.sigterm, NULL) < 0 ||
@@ -312,6 +368,8 @@ int main(int argc, char **argv)
 out:
     if (a.drain_tick)
         event_free(a.drain_tick);
+    if (a.accept_pause)
+        event_free(a.accept_pause);
     if (a.sigterm)
         event_free(a.sigterm);
     if (a.sigint)
