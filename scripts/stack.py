@@ -863,22 +863,22 @@ class Stack:
         """Runs build/bin/sensor-sim against HAProxy (SIM_URL set) to the end,
         its output in logs/sensor-sim-run-<n>.log. Returns CompletedProcess
         (stdout = its output). Kills it and raises StackError on timeout."""
+        return self.start_sim(args, env=env).wait(timeout)
+
+    def start_sim(self, args, env=None):
+        """Starts build/bin/sensor-sim against HAProxy (SIM_URL set) in the
+        background, its output in logs/sensor-sim-run-<n>.log; returns a
+        SimRun (wait(), output(), kill()). Stack.stop() does not know it:
+        wait for it or kill() it."""
         self._sim_runs += 1
         log = self.logs_dir / f"sensor-sim-run-{self._sim_runs}.log"
         e = self._env(SIM_URL=self.api_url)
-        e.update(env or {})
+        e.update({k: str(v) for k, v in (env or {}).items()})
         argv = [str(self.bin_dir / "sensor-sim")] + [str(a) for a in args]
         with open(log, "wb") as f:
             p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                                  env=e, cwd=self.state_dir, start_new_session=True)
-            try:
-                rc = p.wait(timeout)
-            except BaseException:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-                raise StackError(f"sensor-sim {' '.join(args)} still running after {timeout}s; "
-                                 f"killed. Last lines of {log}:\n{tail(log, 20)}")
-        return subprocess.CompletedProcess(argv, rc, log.read_text(errors="replace"), "")
+        return SimRun(argv, p, log)
 
     def state(self):
         """What `stack.py psql` / `logs` need to find this stack."""
@@ -886,6 +886,45 @@ class Stack:
                 "http_url": self.http_url, "database_url": self.database_url,
                 "mqtt_url": self.mqtt_url, "services": self.names,
                 "pids": {n: s.pid for n, s in self.services.items()}}
+
+
+class SimRun:
+    """A sensor-sim started by Stack.start_sim."""
+
+    def __init__(self, argv, proc, log):
+        self.argv, self.proc, self.log = argv, proc, Path(log)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def output(self):
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait(self, timeout):
+        """Waits for the end; returns CompletedProcess (stdout = its output).
+        Kills it and raises StackError on timeout."""
+        try:
+            rc = self.proc.wait(timeout)
+        except BaseException:
+            self.kill()
+            raise StackError(f"sensor-sim {' '.join(self.argv[1:])} still running after "
+                             f"{timeout}s; killed. Last lines of {self.log}:\n{tail(self.log, 20)}")
+        return subprocess.CompletedProcess(self.argv, rc, self.output(), "")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
 
 
 # --- CLI: logs ---------------------------------------------------------------

@@ -3,7 +3,9 @@
 The `stack` fixture (session scope) starts scripts/stack.py's Stack with 2
 ingestion replicas and storage, no sensor-sim, on free ports in a fresh
 temporary directory, so it runs beside `make run`; it is always torn down.
-The services come from $SF_BIN (default build/bin).
+`own_stack` (module scope) is the same, one per module that asks for it: for
+tests that kill, stop or restart services (test_faults.py). The services
+come from $SF_BIN (default build/bin).
 
     SF_KEEP=1        keep the whole state directory (logs, data); by default
                      it is removed, and after a failure only its logs stay
@@ -27,7 +29,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import stack as stackmod  # noqa: E402
 from sfhelp import Api, bin_dir  # noqa: E402
 
-_STACK = None
+_STACKS = []  # the stacks running now, for the log tails of failed tests
 
 
 def _interrupt(signum, frame):
@@ -41,33 +43,36 @@ def pytest_configure(config):
     signal.signal(signal.SIGTERM, _interrupt)
 
 
-@pytest.fixture(scope="session")
-def stack(request):
-    global _STACK
+def _stack_lifecycle(request, prefix, extra_env=None):
+    """Starts a Stack (2 replicas, free ports, fresh temp dir), yields it,
+    then stops it, checks how our services ended and removes its state
+    (logs kept after a failure, everything with SF_KEEP=1)."""
     env = {k: v for k, v in os.environ.items() if k not in stackmod.SERVICE_VARS}
     env["LOG_LEVEL"] = os.environ.get("SF_LOG_LEVEL", "info")
-    state = tempfile.mkdtemp(prefix="sensorflow-it-")
+    env.update({k: str(v) for k, v in (extra_env or {}).items()})
+    state = tempfile.mkdtemp(prefix=prefix)
     st = stackmod.Stack(state, stackmod.Ports.free(2), bin_dir=bin_dir(), env=env)
     report = request.config.pluginmanager.get_plugin("terminalreporter")
     try:
         st.start()
     except stackmod.StackError as e:
         pytest.fail(f"the stack did not start (state kept in {state}): {e}", pytrace=False)
-    _STACK = st
+    _STACKS.append(st)
+    failed_before = request.session.testsfailed
     try:
         yield st
     finally:
-        _STACK = None
+        _STACKS.remove(st)
         problems = _our_services_misbehaved(st, st.stop())
         if problems:
             request.session.testsfailed += 1
         if os.environ.get("SF_KEEP"):
             kept = "state and logs"
-        elif request.session.testsfailed:
+        elif request.session.testsfailed > failed_before:
             # The logs (and configs) are what one reads after a failure; the
             # database and broker files are tens of MB per run.
             kept = "logs"
-            for sub in ("postgres", "mosquitto/data"):
+            for sub in ("postgres", "mosquitto/data", "spool"):
                 shutil.rmtree(os.path.join(state, sub), ignore_errors=True)
         else:
             kept = None
@@ -76,6 +81,22 @@ def stack(request):
             report.write_line(f"integration: stack {kept} kept in {state} (SF_KEEP=1 keeps everything)")
     if problems:
         pytest.fail("our services misbehaved: " + "; ".join(problems), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def stack(request):
+    """The stack shared by the tests that leave it as they found it."""
+    yield from _stack_lifecycle(request, "sensorflow-it-")
+
+
+@pytest.fixture(scope="module")
+def own_stack(request):
+    """A stack of the module's own, for tests that disturb it (kill, stop,
+    restart services): one per module that asks for it, beside the shared
+    one. The module's STACK_ENV dict, if any, adds service settings."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    yield from _stack_lifecycle(request, f"sensorflow-{name}-",
+                                getattr(request.module, "STACK_ENV", None))
 
 
 # What ASan, UBSan and LeakSanitizer print: under `make SANITIZE=...` a report
@@ -114,9 +135,13 @@ def api(stack):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    st = _STACK
-    if rep.failed and st is not None and "stack" in getattr(item, "fixturenames", ()):
+    if not rep.failed:
+        return
+    funcargs = getattr(item, "funcargs", {}) or {}
+    for st in _STACKS:
+        if not any(v is st for v in funcargs.values()):
+            continue
         for name in st.names:
             text = st.log_tail(name, 12)
             if text:
-                rep.sections.append((f"log tail: {name}", text))
+                rep.sections.append((f"log tail: {name} ({st.state_dir.name})", text))

@@ -172,3 +172,107 @@ def barrier(stack, api, requests=2, timeout=30):
         ids.append(sid)
     wait_for(lambda: len(rows(stack, f"sensor_id in {sql_list(ids)}")) == len(ids), timeout,
              f"barrier readings {ids} stored")
+
+
+# --- sensor-sim runs and the exact check ------------------------------------------
+
+def read_accepted(path):
+    """{(sensor_id, type, ts_us): (value, unit)} from sensor-sim's accepted
+    log (lines sensor_id,type,ts,value,unit); {} when the file is missing."""
+    out = {}
+    try:
+        f = open(path)
+    except FileNotFoundError:
+        return out
+    with f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#") or line.startswith("sensor_id,"):
+                continue
+            fields = line.split(",")
+            assert len(fields) == 5, f"{path}:{n}: not sensor_id,type,ts,value,unit: {line!r}"
+            out[(fields[0], fields[1], ts_us(fields[2]))] = (float(fields[3]), fields[4])
+    return out
+
+
+def sim_summary(output):
+    """The key=value fields of sensor-sim's last sim.summary line ({} if none)."""
+    lines = [ln for ln in output.splitlines() if " sim.summary " in ln]
+    if not lines:
+        return {}
+    return dict(kv.split("=", 1) for kv in lines[-1].split(" sim.summary ", 1)[1].split()
+                if "=" in kv)
+
+
+def run_rows(stack, tag, sensors):
+    """{(sensor_id, type, ts_us): row} of the readings carrying tags.run=tag
+    or belonging to one of the sensors."""
+    where = f"tags->>'run' = '{tag}'"
+    if sensors:
+        where += f" or sensor_id in {sql_list(sorted(sensors))}"
+    return {(x["sensor_id"], x["type"], x["ts_us"]): x for x in rows(stack, where)}
+
+
+def _sabotage(stack, accepted, tag):
+    """SF_BREAK=delete|insert: spoil the database just before the exact
+    check, to see that check fail (a test that cannot fail proves nothing).
+    delete: one accepted reading's row goes; insert: a row the sensors were
+    never answered 202 for appears."""
+    how = os.environ.get("SF_BREAK", "")
+    if not how or not accepted:
+        return
+    sid, type_, ts = sorted(accepted)[len(accepted) // 2]
+    if how == "delete":
+        stack.psql(f"delete from readings where sensor_id = '{sid}' and type = '{type_}' "
+                   f"and ts = timestamptz 'epoch' + {ts} * interval '1 microsecond'")
+    elif how == "insert":
+        stack.psql("insert into readings (sensor_id, type, ts, value, unit, raw_value, raw_unit, "
+                   "tags, received_at, ingested_by) values "
+                   f"('{sid}', '{type_}', timestamptz 'epoch' + ({ts} - 1) * interval '1 microsecond', "
+                   "1, 'C', 1, 'C', null, now(), 'sabotage')")
+    else:
+        raise AssertionError(f"SF_BREAK={how!r}: use delete or insert")
+
+
+def check_exactly_accepted(stack, api, acc_paths, tag, results, timeout=120):
+    """The promise, checked in the database: every reading sensor-sim logged
+    as accepted (202) is stored -- once: the primary key is (sensor_id, type,
+    ts) -- with the value and unit it was sent with, and the run's sensors
+    (and tags.run=tag) have no other row, except for at most as many as the
+    sims gave up on (a reading given up may have been stored). results are
+    the sims' CompletedProcess. Returns (accepted, stored)."""
+    accepted = {}
+    for p in acc_paths:
+        accepted.update(read_accepted(p))
+    failed = 0
+    for r in results:
+        s = sim_summary(r.stdout)
+        assert r.returncode in (0, 1) and s, \
+            f"sensor-sim ended with status {r.returncode}:\n{r.stdout[-2500:]}"
+        failed += int(s.get("failed", 0)) + int(s.get("unsent", 0))
+    assert accepted, f"no reading was accepted at all ({acc_paths})"
+    sensors = {k[0] for k in accepted}
+
+    def all_stored():
+        got = run_rows(stack, tag, sensors)
+        return got if set(accepted) <= set(got) else None
+
+    try:
+        wait_for(all_stored, timeout, f"the {len(accepted)} accepted readings stored")
+    except AssertionError:
+        pass  # reported below, with the missing keys
+    barrier(stack, api)
+    _sabotage(stack, accepted, tag)
+    got = run_rows(stack, tag, sensors)
+    missing = sorted(set(accepted) - set(got))
+    extra = sorted(set(got) - set(accepted))
+    assert not missing, (f"{len(missing)} of {len(accepted)} readings answered 202 are not stored, "
+                         f"e.g. {[(s, t, rfc3339(u)) for s, t, u in missing[:5]]}")
+    assert len(extra) <= failed, (
+        f"{len(extra)} stored readings of the run were never answered 202 (the sims gave up on "
+        f"{failed}), e.g. {[(s, t, rfc3339(u), got[(s, t, u)]['ingested_by']) for s, t, u in extra[:5]]}")
+    for key, (value, unit) in accepted.items():
+        row = got[key]
+        assert row["raw_value"] == value and row["raw_unit"] == unit, \
+            f"{key}: stored {row['raw_value']} {row['raw_unit']}, sent {value} {unit}"
+    return accepted, got
