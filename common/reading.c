@@ -153,6 +153,31 @@ void reading_batch_free(struct reading_batch *b)
 
 /* --- errors -------------------------------------------------------------- */
 
+/* Length of the well-formed UTF-8 character at p (the rules of RFC 3629,
+ * which jansson applies too), or 0 when p does not start one. */
+static size_t utf8_char_len(const unsigned char *p)
+{
+    size_t n;
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        n = 2;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        n = 3;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        n = 4;
+    else
+        return 0;
+    static const uint32_t min[] = { 0, 0, 0x80, 0x800, 0x10000 };  /* no overlong forms */
+    uint32_t c = p[0] & (0x7fu >> n);
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)   /* also stops at the NUL */
+            return 0;
+        c = c << 6 | (p[i] & 0x3fu);
+    }
+    return c < min[n] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff) ? 0 : n;
+}
+
 static int fail(struct reading_error *err, long index, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int fail(struct reading_error *err, long index, const char *field, const char *fmt, ...)
@@ -163,6 +188,16 @@ static int fail(struct reading_error *err, long index, const char *field, const 
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
+    /* The message goes back to the client in JSON, which must be UTF-8, but
+     * a bound (%.40s, the buffer's end, jansson's own error text) can cut a
+     * character of the quoted input in two: '?' for what is left of it. */
+    for (unsigned char *p = (unsigned char *)err->message; *p;) {
+        size_t n = utf8_char_len(p);
+        if (n)
+            p += n;
+        else
+            *p++ = '?';
+    }
     return -1;
 }
 
@@ -547,6 +582,12 @@ static int decode_one(const json_t *o, long idx, struct reading *r, struct readi
         return fail(err, idx, "value", "value and raw_value must be numbers");
     r->value = json_number_value(value);
     r->raw_value = json_number_value(raw);
+    /* No -0, as in parse_one: reading_msg_add writes it "-0", which reads
+     * back as +0, so a decoded -0.0 would not survive being sent again. */
+    if (r->value == 0.0)
+        r->value = 0.0;
+    if (r->raw_value == 0.0)
+        r->raw_value = 0.0;
     const json_t *raw_unit = json_object_get(o, "raw_unit");
     double check;
     if (!json_is_string(raw_unit) ||

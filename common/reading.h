@@ -51,7 +51,8 @@ struct reading_batch {
 
 /* What was wrong, for a 400 answer or a dead letter. index is the reading's
  * position in the request's array (0 for a single object), or -1 when the
- * problem is the body as a whole; field is "" when not about one field. */
+ * problem is the body as a whole; field is "" when not about one field.
+ * Both are valid UTF-8, so they can go into a JSON answer as they are. */
 struct reading_error {
     long index;
     char field[32];

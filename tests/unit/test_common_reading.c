@@ -1233,6 +1233,26 @@ static void test_msg_negative_zero(void **state)
     reading_batch_free(&b);
 }
 
+/* Found by fuzz/fuzz_mqtt_message.c: a message carrying -0.0 (not one
+ * ingestion writes, but anything may sit on the topic) decoded to -0.0, and
+ * sending that reading again gave +0. The decoder turns -0 into +0 too. */
+static void test_msg_decode_negative_zero(void **state)
+{
+    (void)state;
+    const char *msg = "{\"v\":1,\"by\":\"i\",\"readings\":[{\"sensor_id\":\"s\","
+                      "\"type\":\"temperature\",\"ts_us\":1,\"value\":-0.0,\"unit\":\"C\","
+                      "\"raw_value\":-0.0,\"raw_unit\":\"C\",\"received_at_us\":2}]}";
+    struct reading_batch b = { 0 };
+    struct reading_error err;
+    char by[READING_INSTANCE_MAX + 1];
+    assert_int_equal(reading_decode_message(msg, strlen(msg), by, sizeof by, &b, &err), 0);
+    assert_int_equal(b.n, 1);
+    assert_false(signbit(b.v[0].value));
+    assert_false(signbit(b.v[0].raw_value));
+    round_trip("i", b.v, b.n);
+    reading_batch_free(&b);
+}
+
 static void test_msg_timestamp_range(void **state)
 {
     (void)state;
@@ -1535,6 +1555,51 @@ static void test_msg_decode_rejects_reading(void **state)
     decode_reject_mutation("\"raw_value\":71.6", "\"raw_value\":-500", NULL);
 }
 
+/* Found by fuzz/fuzz_http_body.c: the message quotes bounded pieces of the
+ * input (%.40s, jansson's "near '...'"), and a bound could cut a UTF-8
+ * character in two; ingestion then failed to build its JSON 400 answer and
+ * sent an empty body. What is left of a cut character becomes '?'. */
+static void assert_utf8_message(const char *msg, const char *want)
+{
+    json_t *j = json_string(msg);
+    if (!j)
+        fail_msg("error message is not valid UTF-8: %s", msg);
+    json_decref(j);
+    assert_contains(msg, want);
+}
+
+static void test_error_message_is_utf8(void **state)
+{
+    (void)state;
+    assert_utf8_message(
+        reject("{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":1,"
+               "\"unit\":\"%\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\"}", 0, "unit"),
+        "'%\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9?'");
+    char body[256];
+    char e20[64] = "x";
+    for (int i = 0; i < 20; i++)
+        strcat(e20, "\xc3\xa9");
+    snprintf(body, sizeof body, "{\"sensor_id\":\"s\",\"type\":\"%s\",\"value\":1}", e20);
+    assert_utf8_message(reject(body, 0, "type"), "\xc3\xa9?'");
+    snprintf(body, sizeof body,
+             "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":1,\"tags\":{\"%s\":1}}", e20);
+    assert_utf8_message(reject(body, 0, "tags"), "\xc3\xa9?'");
+    /* jansson's own text: "invalid escape near '"\u00e<first byte of U+030C>'". */
+    assert_utf8_message(reject("{\"\\u00e\xcc\x8c\":1}", -1, ""), "near '\"\\u00e?'");
+    snprintf(body, sizeof body,
+             "{\"type\":\"Sensor\",\"id\":\"abc\",\"content\":{\"\\u00e\xcc\x8c\":1}}");
+    assert_utf8_message(reject_legacy(body, -1, ""), "?");
+    /* The decoder's reasons end up in dead_letters.reason: the same rule. */
+    char *msg = msg_with("\"i\"", "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"ts_us\":1,"
+                                  "\"value\":1,\"unit\":\"%\",\"raw_value\":1,\"raw_unit\":\"%\","
+                                  "\"received_at_us\":2,\"tags\":{\"x\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                  "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                  "\xc3\xa9\xc3\xa9\":1}}");
+    expect_decode_reject(msg, strlen(msg), 0, "tags");
+    free(msg);
+    assert_utf8_message(last_err.message, "\xc3\xa9?'");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1578,6 +1643,7 @@ int main(void)
         cmocka_unit_test_teardown(test_msg_awkward_doubles, teardown),
         cmocka_unit_test_teardown(test_msg_digest, teardown),
         cmocka_unit_test_teardown(test_msg_negative_zero, teardown),
+        cmocka_unit_test_teardown(test_msg_decode_negative_zero, teardown),
         cmocka_unit_test_teardown(test_msg_timestamp_range, teardown),
         cmocka_unit_test_teardown(test_msg_many_readings, teardown),
         cmocka_unit_test_teardown(test_msg_from_parsed_body, teardown),
@@ -1587,6 +1653,7 @@ int main(void)
         cmocka_unit_test_teardown(test_msg_decode_good_template, teardown),
         cmocka_unit_test_teardown(test_msg_decode_rejects_message, teardown),
         cmocka_unit_test_teardown(test_msg_decode_rejects_reading, teardown),
+        cmocka_unit_test_teardown(test_error_message_is_utf8, teardown),
     };
     return cmocka_run_group_tests_name("common/reading", tests, NULL, NULL);
 }
