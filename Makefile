@@ -5,6 +5,7 @@
 #   make run        run the whole stack locally (state under .run/), Ctrl-C stops it
 #   make logs       follow the logs of `make run` (SERVICE=ingestion for one service)
 #   make psql       psql on the stack's database
+#   make fuzz       run each libFuzzer target (clang) for FUZZ_SECONDS (60)
 #
 # Switches: WERROR=1 (CI), SANITIZE=address,undefined, CC=clang.
 # Missing Debian packages are installed first (scripts/deps.sh, sudo when not root).
@@ -52,7 +53,7 @@ svc_lib = $(call objs,$(filter-out $(1)/main.c,$(wildcard $(1)/*.c)))
 SERVICES   = $(BIN)/ingestion $(BIN)/storage $(BIN)/sensor-sim
 UNIT_TESTS = $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit integration run logs psql clean
+.PHONY: all deps test unit integration fuzz run logs psql clean
 # Keep objects of pattern rules (unit tests) between runs.
 .SECONDARY:
 all: deps $(SERVICES)
@@ -110,6 +111,33 @@ unit: deps $(UNIT_TESTS)
 integration: deps $(SERVICES)
 	@scripts/run-tests.sh $(BIN)
 
+# Fuzzing: fuzz/fuzz_<name>.c is a libFuzzer target for one parser of
+# untrusted bytes. It links fuzz/oracle.c and common/, all compiled by clang
+# with the fuzzer's instrumentation into $(BUILD)/fuzz/ (never the gcc
+# objects). fuzz/run.sh runs each for FUZZ_SECONDS from a scratch copy of
+# fuzz/corpus/<name>/ and ends with "N passed, N failed"; `make fuzz-<name>`
+# runs one.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_OUT      = $(BUILD)/fuzz
+FUZZ_SAN      = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS   = $(CSTD) -O1 -g $(WARN) $(FUZZ_SAN) -fno-omit-frame-pointer \
+                $(shell pkg-config --cflags jansson 2>/dev/null) -Icommon -MMD -MP $(CFLAGS)
+FUZZ_LIBS     = $(shell pkg-config --libs jansson 2>/dev/null) -lm
+FUZZ_NAMES    = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_LIB_OBJ  = $(patsubst %.c,$(FUZZ_OUT)/obj/%.o,$(COMMON_SRC) fuzz/oracle.c)
+
+$(FUZZ_OUT)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+$(FUZZ_OUT)/fuzz_%: $(FUZZ_OUT)/obj/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
+	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^ $(FUZZ_LIBS)
+
+fuzz: deps $(patsubst %,$(FUZZ_OUT)/fuzz_%,$(FUZZ_NAMES))
+	@fuzz/run.sh $(FUZZ_OUT) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+fuzz-%: deps $(FUZZ_OUT)/fuzz_%
+	@fuzz/run.sh $(FUZZ_OUT) $(FUZZ_SECONDS) $*
+
 run: deps $(SERVICES)
 	@/usr/bin/python3 scripts/stack.py run --bin $(BIN)
 
@@ -123,3 +151,4 @@ clean:
 	rm -rf build
 
 -include $(shell find $(OUT) -name '*.d' 2>/dev/null)
+-include $(shell find $(FUZZ_OUT) -name '*.d' 2>/dev/null)

@@ -4,8 +4,10 @@
 # apt-get (through sudo when not root).
 set -euo pipefail
 
+# libclang-rt-14-dev is libFuzzer (clang only recommends it), llvm gives
+# sanitizer reports their function names and lines (llvm-symbolizer).
 PKGS=(
-  build-essential pkg-config clang
+  build-essential pkg-config clang libclang-rt-14-dev llvm
   libevent-dev libpaho-mqtt-dev libjansson-dev libpq-dev libcmocka-dev
   postgresql mosquitto mosquitto-clients haproxy
   python3 python3-pytest curl procps iproute2
