@@ -117,11 +117,8 @@ def reading_text(sensor="bad-x", value="21.5", ts=TS, extra=""):
 # nor errorfile reaches, and libevent's evhttp (2.1) does the same behind it.
 NOT_JSON = {"json": False}
 # evhttp 2.1 answers a method it does not know with its own HTML 501 (it has
-# no hook for methods outside its list; evhttp_set_ext_method_cmp is 2.2),
-# and HAProxy passes it on as is.
-UNKNOWN_METHOD_XFAIL = pytest.mark.xfail(strict=False, reason=(
-    "an unknown method (FOO) gets libevent evhttp's own '501 Not Implemented' text/html page, "
-    "passed on as is by HAProxy: no JSON error body"))
+# no hook for methods outside its list; evhttp_set_ext_method_cmp is 2.2):
+# HAProxy turns it into JSON (haproxy/haproxy.cfg.in).
 
 J = "application/json"
 # id, method, path, body (a str/bytes/object, a function making it, or Raw),
@@ -262,7 +259,7 @@ CASES = [
     pytest.param(("unknown-method-FOO", "FOO", "/v1/readings",
                   lambda: raw_request("FOO /v1/readings HTTP/1.1\r\nContent-Type: application/json\r\n"
                                       "Content-Length: 2", b"{}"),
-                  J, (405, 501), None, None), marks=UNKNOWN_METHOD_XFAIL, id="unknown-method-FOO"),
+                  J, (405, 501), None, None), id="unknown-method-FOO"),
 ]
 
 
