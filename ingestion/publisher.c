@@ -606,7 +606,7 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
         confirms = p->confirms;
         p->confirms = NULL;
         p->capconfirms = 0;
-    } else {
+    } else if (nconf) {   /* p->confirms may still be NULL */
         memcpy(stack_buf, p->confirms, nconf * sizeof *confirms);
     }
     p->nconfirms = 0;
