@@ -154,6 +154,10 @@ static void on_connected(void *ctx, char *cause)
     atomic_store(&p->state, CONN_UP);
     atomic_store(&p->connected, 1);
     log_info("mqtt.connected", "broker=%s client_id=%s", p->cfg.url, p->client_id);
+    /* Wake the loop: the spool goes out now, ahead of newer readings, not at
+     * the next tick (a reading posted after the reconnect was otherwise
+     * stored up to a second before older, spooled ones). */
+    event_active(p->done_ev, EV_READ, 0);
 }
 
 static void on_connection_lost(void *ctx, char *cause)
@@ -621,6 +625,7 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
     apply_confirms(p, confirms, nconf);
     if (confirms != stack_buf)
         free(confirms);
+    forward_spool(p);   /* just connected: the spool first */
     pump(p);   /* a slot may have freed up for a waiting message */
     if (p->due_left || atomic_load(&p->resend_all))
         republish_due(p);
