@@ -6,6 +6,8 @@
 #   make logs       follow the logs of `make run` (SERVICE=ingestion for one service)
 #   make psql       psql on the stack's database
 #   make fuzz       run each libFuzzer target (clang) for FUZZ_SECONDS (60)
+#   make compose-test  the compose stack on the local Docker engine (tests/compose)
+#   make compose-config  render compose/haproxy.cfg from haproxy/haproxy.cfg.in
 #
 # Switches: WERROR=1 (CI), SANITIZE=address,undefined, CC=clang.
 # Missing Debian packages are installed first (scripts/deps.sh, sudo when not root).
@@ -53,7 +55,7 @@ svc_lib = $(call objs,$(filter-out $(1)/main.c,$(wildcard $(1)/*.c)))
 SERVICES   = $(BIN)/ingestion $(BIN)/storage $(BIN)/sensor-sim
 UNIT_TESTS = $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit integration fuzz run logs psql clean
+.PHONY: all deps test unit integration fuzz run logs psql clean compose-test compose-config
 # Keep objects of pattern rules (unit tests) between runs.
 .SECONDARY:
 all: deps $(SERVICES)
@@ -146,6 +148,14 @@ logs:
 
 psql:
 	@/usr/bin/python3 scripts/stack.py psql
+
+# Builds the images (and, without a registry, the base and stand-in images)
+# and tests `docker compose up --scale` against the database.
+compose-test: deps
+	@scripts/run-tests.sh --compose
+
+compose-config:
+	@/usr/bin/python3 scripts/stack.py compose-config
 
 clean:
 	rm -rf build

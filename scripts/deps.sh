@@ -10,7 +10,7 @@ PKGS=(
   build-essential pkg-config clang libclang-rt-14-dev llvm
   libevent-dev libpaho-mqtt-dev libjansson-dev libpq-dev libcmocka-dev
   postgresql mosquitto mosquitto-clients haproxy
-  python3 python3-pytest curl procps iproute2
+  python3 python3-pytest curl procps iproute2 debootstrap
 )
 
 missing=()

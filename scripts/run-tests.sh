@@ -3,6 +3,7 @@
 # (pytest, against the real servers), and print the totals.
 #
 #   scripts/run-tests.sh [--unit-only] BIN_DIR [UNIT_TEST_BINARY...]
+#   scripts/run-tests.sh --compose      (make compose-test: tests/compose only)
 #
 # Each unit binary runs on its own (its output is shown when it fails); its
 # counts come from cmocka's "[  PASSED  ] N test(s)." and "[  FAILED  ] N
@@ -16,12 +17,17 @@
 set -uo pipefail
 
 unit_only=0
+pytest_dir=tests/integration
 if [ "${1:-}" = "--unit-only" ]; then
   unit_only=1
   shift
+elif [ "${1:-}" = "--compose" ]; then
+  # The compose test builds its own images: no binaries, no unit tests.
+  pytest_dir=tests/compose
+  set -- build/bin
 fi
 if [ $# -lt 1 ]; then
-  echo "usage: $0 [--unit-only] BIN_DIR [UNIT_TEST_BINARY...]" >&2
+  echo "usage: $0 [--unit-only] BIN_DIR [UNIT_TEST_BINARY...] | $0 --compose" >&2
   exit 2
 fi
 bin_dir=$1
@@ -64,9 +70,9 @@ done
 
 # --- integration tests (pytest) ------------------------------------------------------
 if [ "$unit_only" -eq 0 ]; then
-  echo "== integration tests (tests/integration, SF_BIN=$bin_dir)"
+  echo "== integration tests ($pytest_dir, SF_BIN=$bin_dir)"
   # -p no:cacheprovider: no .pytest_cache in the checkout. -rfE lists what failed.
-  SF_BIN=$bin_dir /usr/bin/python3 -m pytest -q -rfE -p no:cacheprovider tests/integration 2>&1 | tee "$out"
+  SF_BIN=$bin_dir /usr/bin/python3 -m pytest -q -rfE -p no:cacheprovider "$pytest_dir" 2>&1 | tee "$out"
   rc=${PIPESTATUS[0]}
   summary=$(grep -E '^=*.*[0-9]+ (passed|failed|errors?|skipped|deselected|xfailed|xpassed)' "$out" | tail -n 1)
   count() { echo "$summary" | grep -oE "[0-9]+ $1" | awk '{s+=$1} END {print s+0}'; }

@@ -182,3 +182,14 @@ def test_broker_restart_readings_before_storage_resubscribes(stack, api):
     assert len(got) == len(ids), (
         f"{len(ids) - len(got)} of {len(ids)} readings answered 202 after the broker restart "
         "were never stored")
+
+
+def test_compose_haproxy_cfg_is_the_template_rendered():
+    # compose/haproxy.cfg is committed (compose mounts it) but made from
+    # haproxy/haproxy.cfg.in: a change to one without the other fails here.
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "stack.py"), "compose-config",
+                        "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([stackmod.HAPROXY, "-c", "-f", str(REPO / "compose" / "haproxy.cfg")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
