@@ -6,6 +6,7 @@
 #   make logs       follow the logs of `make run` (SERVICE=ingestion for one service)
 #   make psql       psql on the stack's database
 #   make fuzz       run each libFuzzer target (clang) for FUZZ_SECONDS (60)
+#   make bench      the benchmark: ceiling, single, batch, db (README: Performance)
 #   make compose-test  the compose stack on the local Docker engine (tests/compose)
 #   make compose-config  render compose/haproxy.cfg from haproxy/haproxy.cfg.in
 #
@@ -55,7 +56,7 @@ svc_lib = $(call objs,$(filter-out $(1)/main.c,$(wildcard $(1)/*.c)))
 SERVICES   = $(BIN)/ingestion $(BIN)/storage $(BIN)/sensor-sim
 UNIT_TESTS = $(patsubst tests/unit/%.c,$(BIN)/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit integration fuzz run logs psql clean compose-test compose-config
+.PHONY: all deps test unit integration fuzz run logs psql clean compose-test compose-config bench
 # Keep objects of pattern rules (unit tests) between runs.
 .SECONDARY:
 all: deps $(SERVICES)
@@ -86,6 +87,11 @@ $(BIN)/storage: $(call objs,$(STORAGE_SRC)) $(MIGRATIONS_OBJ) $(OUT)/libcommon.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
 $(BIN)/sensor-sim: $(call objs,$(SIM_SRC)) $(OUT)/libcommon.a
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+# The benchmark's do-nothing backend (bench/null_server.c).
+$(BIN)/bench-null-server: $(OBJ)/bench/null_server.o
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
@@ -153,6 +159,10 @@ psql:
 # and tests `docker compose up --scale` against the database.
 compose-test: deps
 	@scripts/run-tests.sh --compose
+
+# Measures on this machine (a few minutes); results under bench/results/.
+bench: deps $(SERVICES) $(BIN)/bench-null-server
+	@/usr/bin/python3 bench/bench.py --bin $(BIN)
 
 compose-config:
 	@/usr/bin/python3 scripts/stack.py compose-config

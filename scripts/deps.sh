@@ -5,12 +5,13 @@
 set -euo pipefail
 
 # libclang-rt-14-dev is libFuzzer (clang only recommends it), llvm gives
-# sanitizer reports their function names and lines (llvm-symbolizer).
+# sanitizer reports their function names and lines (llvm-symbolizer),
+# debootstrap makes the compose test's base image, gnuplot-nox draws make bench's plot.
 PKGS=(
   build-essential pkg-config clang libclang-rt-14-dev llvm
   libevent-dev libpaho-mqtt-dev libjansson-dev libpq-dev libcmocka-dev
   postgresql mosquitto mosquitto-clients haproxy
-  python3 python3-pytest curl procps iproute2 debootstrap
+  python3 python3-pytest curl procps iproute2 debootstrap gnuplot-nox
 )
 
 missing=()

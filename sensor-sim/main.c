@@ -310,8 +310,10 @@ static uint64_t max_outstanding(enum gen_mode mode)
         /* A quarter second of load absorbs hiccups; a longer queue would
          * only hide the wait (it is not in the latency) and cost memory.
          * Past it, the open-loop schedule records how far behind it is
-         * and catches up when the server does. */
-        want = (uint64_t)(C.rate / 4);
+         * and catches up when the server does. A rate beyond what the
+         * server takes (a saturating benchmark run) would make that a huge
+         * backlog: 16 times what keeps every connection busy is plenty. */
+        want = (uint64_t)(C.rate / 4) < 16 * keep_busy ? (uint64_t)(C.rate / 4) : 16 * keep_busy;
     if (want < keep_busy)
         want = keep_busy;
     return want < MAX_OUTSTANDING_CAP ? want : MAX_OUTSTANDING_CAP;

@@ -1,0 +1,504 @@
+#!/usr/bin/python3
+"""bench.py -- sensorflow's benchmark (`make bench`): what this machine can
+pass, and how close the pipeline comes, measured in one run so that the
+ratios compare like with like.
+
+Scenarios (each BENCH_SECONDS long after a warm-up):
+  generator  sensor-sim -> a do-nothing server, no HAProxy: what the load
+             generator alone can offer
+  ceiling    sensor-sim -> HAProxy -> 2 do-nothing servers answering 202
+  single     sensor-sim (1 reading per POST) -> HAProxy -> 2 ingestion ->
+             mosquitto -> storage -> PostgreSQL, as fast as it goes
+  batch      the same, 100 readings per POST
+  half       single at half of single's rate, open loop (--rate): latency
+  db         the same rows straight into PostgreSQL (COPY into a temporary
+             table, then INSERT ... ON CONFLICT DO NOTHING, 10000 a
+             transaction): the database's own ceiling for our table
+
+For each: readings/s answered 202, rows/s committed, POST latency
+p50/p99/p99.9 (sensor-sim), stored_at - received_at p50/p99 (the database),
+the lag to drain after the load stops, CPU seconds per 1000 readings and
+peak RSS of each service, and whether rows = readings answered 202.
+
+Output: a table on stdout, bench/results/<time>.json, and
+bench/results/<time>.png (gnuplot: throughput and latency over time of the
+single and batch runs) when gnuplot is installed.
+
+    bench.py [--bin build/bin] [--seconds 20] [--only single,batch]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import stack as stackmod  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGETS = "single >= 0.6 x ceiling; batch >= 0.5 x db; half: p99 POST <= 10 ms, p99 stored lag <= 100 ms"
+
+
+def say(msg):
+    print(f"bench: {msg}", flush=True)
+
+
+# --- what the processes cost -------------------------------------------------------
+
+def _stat(pid):
+    """(session id, utime + stime in s) of a process, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(rest[3]), (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def session_cpu(sid):
+    """CPU seconds of every live process in session sid (a service and its
+    children, e.g. PostgreSQL's backends: stack.py starts each service in a
+    session of its own)."""
+    total = 0.0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = _stat(d)
+            if st and st[0] == sid:
+                total += st[1]
+    return total
+
+
+def peak_rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak_rss(pid):
+    try:  # 5: reset the peak RSS (VmHWM) to the current RSS
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+class Meter:
+    """CPU and peak RSS of named processes over one scenario."""
+
+    def __init__(self, pids):
+        self.pids = pids  # {name: pid}
+        for pid in pids.values():
+            reset_peak_rss(pid)
+        self.cpu0 = {n: session_cpu(p) for n, p in pids.items()}
+
+    def read(self):
+        out = {}
+        for n, p in self.pids.items():
+            out[n] = {"cpu_s": session_cpu(p) - self.cpu0[n], "peak_rss_kib": peak_rss_kib(p)}
+        return out
+
+
+# --- the load generator --------------------------------------------------------------
+
+def run_sim(bin_dir, url, seconds, rate, connections, batch, tag, stats_interval=1.0, cwd=None):
+    """Runs sensor-sim in load mode to its end. Returns its sim.summary
+    fields, its sim.stats lines (for the plot) and its own CPU and peak RSS
+    (from wait4)."""
+    argv = [str(bin_dir / "sensor-sim"), "--url", url, "--rate", str(rate),
+            "--connections", str(connections), "--batch", str(batch), "--duration", str(seconds),
+            "--sensors", "1000", "--stats-interval", str(stats_interval), "--drain-timeout", "30"]
+    if tag:
+        argv += ["--tags", f"run={tag}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIM_")}
+    env["LOG_LEVEL"] = "info"
+    with tempfile.TemporaryFile() as out:
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                             stdin=subprocess.DEVNULL)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    summary, stats = {}, []
+    for line in text.splitlines():
+        if " sim.summary " in line:
+            summary = dict(kv.split("=", 1) for kv in line.split(" sim.summary ", 1)[1].split()
+                           if "=" in kv)
+        elif " sim.stats " in line:
+            kv = dict(x.split("=", 1) for x in line.split(" sim.stats ", 1)[1].split() if "=" in x)
+            stats.append(kv)
+    if not summary:
+        raise RuntimeError(f"sensor-sim gave no summary (status {p.returncode}):\n{text[-2000:]}")
+    return {"summary": summary, "stats": stats, "status": p.returncode,
+            "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_kib": ru.ru_maxrss}
+
+
+def sim_result(sim, name):
+    s = sim["summary"]
+    accepted = int(s["accepted"])
+    elapsed = float(s["elapsed_s"])
+    return {
+        "scenario": name,
+        "accepted": accepted,
+        "failed": int(s.get("failed", 0)) + int(s.get("unsent", 0)),
+        "elapsed_s": elapsed,
+        "readings_per_s": accepted / elapsed if elapsed > 0 else 0.0,
+        "post_ms": {"p50": float(s["p50_ms"]), "p99": float(s["p99_ms"]),
+                    "p99.9": float(s["p999_ms"])},
+        "sim": {"cpu_s": sim["cpu_s"], "peak_rss_kib": sim["peak_rss_kib"]},
+        "series": [{"t": i + 1, "rate": float(x.get("rate", 0)), "p50_ms": float(x.get("p50_ms", 0)),
+                    "p99_ms": float(x.get("p99_ms", 0))} for i, x in enumerate(sim["stats"])],
+    }
+
+
+# --- scenarios ---------------------------------------------------------------------------
+
+def null_servers(bin_dir, ports):
+    procs = [subprocess.Popen([str(bin_dir / "bench-null-server"), str(p)]) for p in ports]
+    for p in ports:
+        deadline = time.monotonic() + 10
+        while not stackmod.port_accepts(p):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bench-null-server did not listen on {p}")
+            time.sleep(0.05)
+    return procs
+
+
+def scenario_generator(args):
+    """sensor-sim straight at one do-nothing server."""
+    (port,) = stackmod.Ports.free(1).ingestion
+    procs = null_servers(args.bin, [port])
+    try:
+        url = f"http://127.0.0.1:{port}/v1/readings"
+        run_sim(args.bin, url, args.warmup, 1e6, args.connections, 1, None)
+        meter = Meter({"null-server": procs[0].pid})
+        r = sim_result(run_sim(args.bin, url, args.seconds, 1e6, args.connections, 1, None),
+                       "generator")
+        r["services"] = meter.read()
+        return r
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def scenario_ceiling(args, tmp):
+    """sensor-sim -> HAProxy -> 2 do-nothing servers."""
+    ports = stackmod.Ports.free(2)
+    st = stackmod.Stack(tmp / "ceiling", ports, bin_dir=args.bin)
+    procs = null_servers(args.bin, ports.ingestion)
+    try:
+        st.logs_dir.mkdir(parents=True, exist_ok=True)
+        st.start_service("haproxy")
+        run_sim(args.bin, st.api_url, args.warmup, 1e6, args.connections, 1, None)
+        meter = Meter({"haproxy": st.services["haproxy"].pid,
+                       **{f"null-server-{i}": p.pid for i, p in enumerate(procs, 1)}})
+        r = sim_result(run_sim(args.bin, st.api_url, args.seconds, 1e6, args.connections, 1, None),
+                       "ceiling")
+        r["services"] = meter.read()
+        return r
+    finally:
+        st.stop()
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def pipeline_pids(st):
+    names = ["haproxy", "storage", "mosquitto", "postgres"] + \
+            [n for n in st.names if n.startswith("ingestion-")]
+    return {n: st.services[n].pid for n in names}
+
+
+def wait_drained(st, tag, accepted, timeout=120):
+    """Seconds until the run's rows stop growing at `accepted` (or timeout);
+    returns (seconds, rows)."""
+    t0 = time.monotonic()
+    rows = 0
+    while time.monotonic() - t0 < timeout:
+        rows = int(st.psql(f"select count(*) from readings where tags->>'run' = '{tag}'")[0][0])
+        if rows >= accepted:
+            break
+        time.sleep(0.1)
+    return time.monotonic() - t0, rows
+
+
+def db_figures(st, tag):
+    r = st.psql(
+        "select count(*), "
+        "coalesce(extract(epoch from max(stored_at) - min(received_at)), 0), "
+        "coalesce(1000 * extract(epoch from percentile_cont(0.5) within group "
+        "(order by stored_at - received_at)), 0), "
+        "coalesce(1000 * extract(epoch from percentile_cont(0.99) within group "
+        "(order by stored_at - received_at)), 0) "
+        f"from readings where tags->>'run' = '{tag}'")[0]
+    return int(r[0]), float(r[1]), float(r[2]), float(r[3])
+
+
+def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
+    conns = connections or (args.connections if batch == 1 else max(2, args.connections // 4))
+    run_sim(args.bin, st.api_url, args.warmup, rate, conns, batch, f"warmup-{name}")
+    meter = Meter(pipeline_pids(st))
+    sim = run_sim(args.bin, st.api_url, args.seconds, rate, conns, batch, name)
+    r = sim_result(sim, name)
+    r["drain_s"], _ = wait_drained(st, name, r["accepted"])
+    r["services"] = meter.read()
+    rows, span, lag50, lag99 = db_figures(st, name)
+    r["rows"] = rows
+    r["rows_per_s"] = rows / span if span > 0 else 0.0
+    r["stored_lag_ms"] = {"p50": lag50, "p99": lag99}
+    # Nothing lost: every reading answered 202 is a row. (A reading the sim
+    # gave up on may be stored too: at most `failed` more.)
+    r["lost"] = max(0, r["accepted"] - rows)
+    r["extra"] = max(0, rows - r["accepted"])
+    return r
+
+
+def scenario_db(args, st, n_rows):
+    """The same rows, straight into PostgreSQL, the fastest dedup insert we
+    know: per 10000 rows one transaction of COPY into a temporary table and
+    INSERT ... SELECT ... ON CONFLICT DO NOTHING, all in one psql session."""
+    tag = "db"
+    chunk = 10000
+    t_base = int(time.time() * 1e6) - 3600 * 1000000
+    csv_path = st.state_dir / "bench-db.csv"
+    with open(csv_path, "w") as f:
+        for i in range(n_rows):
+            f.write(f"bench-db-{i % 1000:04d},temperature,{t_base + i},21.5,C,21.5,C,"
+                    f"\"{{\"\"run\"\": \"\"{tag}\"\"}}\",{t_base + i},bench\n")
+    os.chmod(csv_path, 0o644)
+    cols = "sensor_id, type, ts, value, unit, raw_value, raw_unit, tags, received_at, ingested_by"
+    body = ["\\set ON_ERROR_STOP 1"]
+    for off in range(0, n_rows, chunk):
+        body += ["begin;",
+                 "create temp table stage (sensor_id text, type text, ts_us bigint, value float8, "
+                 "unit text, raw_value float8, raw_unit text, tags jsonb, received_us bigint, "
+                 "ingested_by text) on commit drop;",
+                 f"\\copy stage from program 'sed -n {off + 1},{off + chunk}p {csv_path}' csv",
+                 "insert into readings (" + cols + ") select sensor_id, type, "
+                 "timestamptz 'epoch' + ts_us * interval '1 microsecond', value, unit, raw_value, "
+                 "raw_unit, tags, timestamptz 'epoch' + received_us * interval '1 microsecond', "
+                 "ingested_by from stage on conflict do nothing;",
+                 "commit;"]
+    meter = Meter({"postgres": st.services["postgres"].pid})
+    t0 = time.monotonic()
+    st.psql("\n".join(body), timeout=600)
+    elapsed = time.monotonic() - t0
+    rows = int(st.psql(f"select count(*) from readings where tags->>'run' = '{tag}'")[0][0])
+    return {"scenario": "db", "accepted": n_rows, "rows": rows, "elapsed_s": elapsed,
+            "readings_per_s": rows / elapsed, "rows_per_s": rows / elapsed,
+            "lost": n_rows - rows, "extra": 0, "failed": 0, "services": meter.read()}
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def fmt_table(results, ratios):
+    cols = ["scenario", "readings/s", "rows/s", "POST p50/p99/p99.9 ms", "stored p50/p99 ms",
+            "drain s", "lost", "CPU s/1000 (ingestion, storage, haproxy, mosquitto, postgres, sim)",
+            "peak RSS MiB (ingestion, storage, sim)"]
+    lines = []
+    for r in results:
+        svc = r.get("services", {})
+        n = max(r.get("accepted", 0), 1) / 1000.0
+
+        def cpu(prefix):
+            v = sum(x["cpu_s"] for k, x in svc.items() if k.startswith(prefix))
+            return f"{v / n:.3f}" if any(k.startswith(prefix) for k in svc) else "-"
+
+        def rss(prefix):
+            v = [x["peak_rss_kib"] for k, x in svc.items() if k.startswith(prefix)]
+            return f"{max(v) / 1024:.1f}" if v else "-"
+        post = r.get("post_ms")
+        lag = r.get("stored_lag_ms")
+        sim = r.get("sim")
+        lines.append([
+            r["scenario"], f"{r['readings_per_s']:.0f}",
+            f"{r['rows_per_s']:.0f}" if "rows_per_s" in r else "-",
+            f"{post['p50']:.2f}/{post['p99']:.2f}/{post['p99.9']:.2f}" if post else "-",
+            f"{lag['p50']:.1f}/{lag['p99']:.1f}" if lag else "-",
+            f"{r['drain_s']:.1f}" if "drain_s" in r else "-",
+            str(r.get("lost", "-")),
+            ", ".join([cpu("ingestion"), cpu("storage"), cpu("haproxy"), cpu("mosquitto"),
+                       cpu("postgres"), f"{sim['cpu_s'] / n:.3f}" if sim else "-"]),
+            ", ".join([rss("ingestion"), rss("storage"),
+                       f"{sim['peak_rss_kib'] / 1024:.1f}" if sim else "-"]),
+        ])
+    widths = [max(len(c), *(len(x[i]) for x in lines)) for i, c in enumerate(cols)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    out += ["  ".join(v.ljust(w) for v, w in zip(x, widths)) for x in lines]
+    out.append("")
+    for k, (v, target, ok) in ratios.items():
+        mark = "" if ok is None else ("  ok" if ok else "  BELOW TARGET")
+        out.append(f"{k}: {v}{' (target ' + target + ')' if target else ''}{mark}")
+    return "\n".join(out)
+
+
+def ratios_of(by):
+    out = {}
+
+    def sustained(r):
+        """What a scenario moves end to end: readings answered 202 per
+        second, but no more than the rows committed per second."""
+        return min(r["readings_per_s"], r.get("rows_per_s", r["readings_per_s"]))
+
+    def ratio(a, b, target, name):
+        if a in by and b in by and sustained(by[b]) > 0:
+            v = sustained(by[a]) / sustained(by[b])
+            out[name] = (f"{v:.2f}", f">= {target}" if target else "", v >= target if target else None)
+    ratio("single", "ceiling", 0.6, "single / ceiling (sustained: min of 202/s and rows/s)")
+    ratio("batch", "db", 0.5, "batch / db (sustained)")
+    ratio("generator", "single", 1.5, "generator / single (the load generator's headroom)")
+    if "half" in by:
+        h = by["half"]
+        out["half-rate p99 POST ms"] = (f"{h['post_ms']['p99']:.2f}", "<= 10", h["post_ms"]["p99"] <= 10)
+        out["half-rate p99 stored lag ms"] = (f"{h['stored_lag_ms']['p99']:.1f}", "<= 100",
+                                            h["stored_lag_ms"]["p99"] <= 100)
+    for name in ("single", "batch", "half"):
+        if name in by:
+            svc = by[name]["services"]
+            ing = max(x["peak_rss_kib"] for k, x in svc.items() if k.startswith("ingestion")) / 1024
+            sto = svc["storage"]["peak_rss_kib"] / 1024
+            sim = by[name]["sim"]["peak_rss_kib"] / 1024
+            ok = ing <= 16 and sto <= 32 and sim <= 32
+            out[f"{name}: peak RSS MiB ingestion/storage/sim"] = (
+                f"{ing:.1f}/{sto:.1f}/{sim:.1f}", "<= 16/32/32", ok)
+    lost = sum(r.get("lost", 0) for r in by.values())
+    out["readings answered 202 and not stored"] = (str(lost), "0", lost == 0)
+    return out
+
+
+def plot(results, png):
+    gp = shutil.which("gnuplot")
+    series = [r for r in results if r["scenario"] in ("single", "batch") and r.get("series")]
+    if not gp or not series:
+        return False
+    data = png.with_suffix(".dat")
+    with open(data, "w") as f:
+        for r in series:
+            f.write(f"# {r['scenario']}\n")
+            for p in r["series"]:
+                f.write(f"{p['t']} {p['rate']} {p['p50_ms']} {p['p99_ms']}\n")
+            f.write("\n\n")
+    script = f"""
+set terminal png size 1100,700
+set output '{png}'
+set multiplot layout 2,1 title 'sensorflow bench: sensor-sim -> HAProxy -> 2 ingestion -> mosquitto -> storage -> PostgreSQL'
+set grid
+set key outside right
+set ylabel 'readings/s answered 202'
+set xlabel 'seconds'
+plot """ + ", ".join(f"'{data}' index {i} using 1:2 with lines lw 2 title '{r['scenario']}'"
+                     for i, r in enumerate(series)) + """
+set ylabel 'POST latency ms'
+set logscale y
+plot """ + ", ".join(
+        f"'{data}' index {i} using 1:3 with lines title '{r['scenario']} p50', "
+        f"'{data}' index {i} using 1:4 with lines dt 2 title '{r['scenario']} p99'"
+        for i, r in enumerate(series)) + "\nunset multiplot\n"
+    r = subprocess.run([gp], input=script, capture_output=True, text=True)
+    return r.returncode == 0 and png.exists()
+
+
+def machine():
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal:"):
+            mem = int(line.split()[1]) // 1024
+    return {"cpus": os.cpu_count(), "cpu_model": cpu, "mem_mib": mem,
+            "kernel": os.uname().release,
+            "os": next((ln.split("=", 1)[1].strip().strip('"') for ln in open("/etc/os-release")
+                        if ln.startswith("PRETTY_NAME=")), "")}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", default=str(REPO / "build" / "bin"))
+    ap.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 20)))
+    ap.add_argument("--warmup", type=float, default=3)
+    ap.add_argument("--connections", type=int, default=32,
+                    help="sensor-sim connections for one-reading POSTs (batch: a quarter)")
+    ap.add_argument("--only", default="", help="comma-separated scenarios")
+    args = ap.parse_args(argv)
+    args.bin = Path(args.bin).resolve()
+    only = set(filter(None, args.only.split(",")))
+    want = lambda n: not only or n in only  # noqa: E731
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    tmp = Path(tempfile.mkdtemp(prefix="sensorflow-bench-"))
+    os.chmod(tmp, 0o755)
+    results = []
+    t_start = time.monotonic()
+    try:
+        if want("generator"):
+            say("generator: sensor-sim -> do-nothing server")
+            results.append(scenario_generator(args))
+        if want("ceiling"):
+            say("ceiling: sensor-sim -> HAProxy -> 2 do-nothing servers")
+            results.append(scenario_ceiling(args, tmp))
+        if any(want(n) for n in ("single", "batch", "half", "db")):
+            say("starting the pipeline (PostgreSQL, mosquitto, storage, 2 ingestion, HAProxy)")
+            st = stackmod.Stack(tmp / "pipeline", stackmod.Ports.free(2), bin_dir=args.bin,
+                                env={k: v for k, v in os.environ.items()
+                                     if k not in stackmod.SERVICE_VARS})
+            st.start()
+            try:
+                by = {}
+                for name, batch in (("single", 1), ("batch", 100)):
+                    if want(name):
+                        say(f"{name}: {batch} reading(s) per POST, as fast as it goes")
+                        by[name] = scenario_pipeline(args, st, name, batch)
+                        results.append(by[name])
+                if want("half") and "single" in by:
+                    rate = max(1.0, by["single"]["readings_per_s"] / 2)
+                    say(f"half: one reading per POST at {rate:.0f}/s, open loop")
+                    results.append(scenario_pipeline(args, st, "half", 1, rate=rate))
+                if want("db"):
+                    n = int(by["batch"]["rows"]) if "batch" in by else 200000
+                    say(f"db: {max(n, 100000)} rows straight into PostgreSQL")
+                    results.append(scenario_db(args, st, max(n, 100000)))
+            finally:
+                st.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    by = {r["scenario"]: r for r in results}
+    ratios = ratios_of(by)
+    doc = {"time": stamp, "machine": machine(), "seconds": args.seconds,
+           "connections": args.connections, "targets": TARGETS, "results": results,
+           "ratios": {k: {"value": v, "target": t, "ok": ok} for k, (v, t, ok) in ratios.items()},
+           "wall_s": time.monotonic() - t_start}
+    out = RESULTS / f"{stamp}.json"
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(fmt_table(results, ratios))
+    png = RESULTS / f"{stamp}.png"
+    if plot(results, png):
+        say(f"plot: {png.relative_to(REPO)}")
+    else:
+        say("no plot (gnuplot not installed, or no single/batch run)")
+    say(f"results: {out.relative_to(REPO)} ({doc['wall_s']:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
