@@ -24,7 +24,7 @@ Output: a table on stdout, bench/results/<time>.json, and
 bench/results/<time>.png (gnuplot: throughput and latency over time of the
 single and batch runs) when gnuplot is installed.
 
-    bench.py [--bin build/bin] [--seconds 20] [--only single,batch]
+    bench.py [--bin build/bin] [--seconds 10] [--only single,batch]
 """
 
 import argparse
@@ -433,7 +433,7 @@ def machine():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", default=str(REPO / "build" / "bin"))
-    ap.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 20)))
+    ap.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 10)))
     ap.add_argument("--warmup", type=float, default=3)
     ap.add_argument("--connections", type=int, default=32,
                     help="sensor-sim connections for one-reading POSTs (batch: a quarter)")
