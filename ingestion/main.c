@@ -35,6 +35,7 @@ struct config {
     long port, max_body, max_readings, max_future_s, idle_timeout_s, drain_timeout_s;
     long max_inflight, max_pending, max_message_kib, retry_after_s;
     long retention_s, republish_after_s, retention_max_mib;
+    long max_unconfirmed, confirm_wait_ms;
 };
 
 static struct config C;
@@ -62,6 +63,12 @@ static const struct cfg_opt OPTIONS[] = {
       "doubling intervals (seconds)" },
     { "retention-max-mib", "INGESTION_RETENTION_MAX_MIB", CFG_INT, &C.retention_max_mib, "64",
       1, 65536, "memory for unconfirmed messages; beyond, the oldest are let go" },
+    { "max-unconfirmed", "INGESTION_MAX_UNCONFIRMED", CFG_INT, &C.max_unconfirmed, "4", 0, 1000,
+      "while this many messages wait for the broker or for storage's confirmation, readings "
+      "gather into the next message: larger messages while storage is behind (0 = off)" },
+    { "confirm-wait-ms", "INGESTION_CONFIRM_WAIT_MS", CFG_INT, &C.confirm_wait_ms, "50", 1,
+      10000, "a message unconfirmed for this long stops holding the next one back "
+      "(milliseconds)" },
     { "spool-dir", "INGESTION_SPOOL_DIR", CFG_STR, &C.spool_dir, "spool", 1, 3900,
       "while the broker is unreachable, readings are fsync'd to <dir>/<instance-id> and "
       "answered 202; keep the instance id stable so a restart finds them" },
@@ -303,6 +310,8 @@ int main(int argc, char **argv)
         .retention_s = (int)C.retention_s,
         .republish_after_s = (int)C.republish_after_s,
         .retention_max_bytes = (size_t)C.retention_max_mib * 1048576,
+        .max_unconfirmed = C.retention_s > 0 ? (size_t)C.max_unconfirmed : 0,
+        .confirm_wait_ms = (int)C.confirm_wait_ms,
         .spool = a.spool,
         .spool_dir = spool_dir,
     };

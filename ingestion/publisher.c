@@ -37,6 +37,7 @@ struct pub_msg {
     int64_t next_us;         /* next republish if still unconfirmed */
     unsigned copies;         /* republications so far */
     int forwarded;           /* read back from the spool */
+    int young;               /* retained and counted in p->young */
 };
 
 /* A request whose readings were written to the spool, awaiting fdatasync. */
@@ -56,6 +57,7 @@ struct publisher {
     struct event *flush_ev;      /* zero timeout: end of this loop turn */
     struct event *done_ev;       /* activated from paho's thread */
     struct event *tick_ev;       /* retries a failed first connect */
+    struct event *hold_ev;       /* the open message waits for storage */
 
     struct pub_msg *open;        /* being filled */
     struct pub_msg *ready_head, *ready_tail;  /* from the spool, to send */
@@ -79,6 +81,11 @@ struct publisher {
     /* Acknowledged, not yet confirmed by storage: oldest first. */
     struct pub_msg *ret_head, *ret_tail;
     size_t retained, retained_bytes;
+    /* The retained messages younger than confirm_wait_ms: storage is
+     * expected to confirm them soon. young_head is the oldest of them. */
+    struct pub_msg *young_head;
+    size_t young;
+    int flush_all;               /* draining: nothing waits for storage */
     atomic_int resend_all;       /* set on reconnection */
     atomic_int re_inflight;      /* republications awaiting PUBACK */
     int due_left;                /* republish_due() ran out of slots */
@@ -249,6 +256,10 @@ static void retained_unlink(struct publisher *p, struct pub_msg *prev, struct pu
         p->ret_head = m->next;
     if (p->ret_tail == m)
         p->ret_tail = prev;
+    if (p->young_head == m)
+        p->young_head = m->next;
+    if (m->young)
+        p->young--;
     p->retained--;
     p->retained_bytes -= m->body.len;
     msg_free(m);
@@ -269,6 +280,12 @@ static void retain(struct publisher *p, struct pub_msg *m)
     p->ret_tail = m;
     p->retained++;
     p->retained_bytes += m->body.len;
+    if (p->cfg.max_unconfirmed) {
+        m->young = 1;
+        p->young++;
+        if (!p->young_head)
+            p->young_head = m;
+    }
     size_t dropped = 0;
     while (p->retained_bytes > p->cfg.retention_max_bytes && p->ret_head != m) {
         retained_unlink(p, NULL, p->ret_head);
@@ -415,8 +432,50 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
     }
 }
 
+/* Ages the young messages: storage had its time to confirm them. */
+static void age_young(struct publisher *p, int64_t now)
+{
+    int64_t wait = (int64_t)p->cfg.confirm_wait_ms * 1000;
+    struct pub_msg *m = p->young_head;
+    while (m && (!m->young || now - m->first_us >= wait)) {
+        if (m->young) {
+            m->young = 0;
+            p->young--;
+        }
+        m = m->next;
+    }
+    p->young_head = m;
+}
+
+/* Whether the open message should wait: storage has not yet confirmed
+ * max_unconfirmed recent messages. Each commit in storage costs about the
+ * same whatever the message holds, so while storage is behind, fewer and
+ * larger messages move more readings (and cost ingestion less per reading).
+ * The wait is bounded: a message unconfirmed for confirm_wait_ms no longer
+ * counts, so a slow or absent storage only delays by that much. */
+static int hold_for_storage(struct publisher *p, const struct pub_msg *open)
+{
+    if (!p->cfg.max_unconfirmed || p->flush_all ||
+        open->body.len >= p->cfg.max_message_bytes)
+        return 0;
+    int64_t now = ts_mono_us();
+    age_young(p, now);
+    if (p->inflight + p->young < p->cfg.max_unconfirmed)
+        return 0;
+    if (p->young_head) {   /* try again when the oldest has had its time */
+        int64_t left = p->young_head->first_us + (int64_t)p->cfg.confirm_wait_ms * 1000 - now;
+        struct timeval tv = { (time_t)(left / 1000000), (suseconds_t)(left % 1000000) };
+        if (left < 0)
+            tv.tv_sec = tv.tv_usec = 0;
+        if (!evtimer_pending(p->hold_ev, NULL))
+            evtimer_add(p->hold_ev, &tv);
+    }   /* else all of them are in flight: their PUBACKs pump again */
+    return 1;
+}
+
 /* Sends what waits, as far as the in-flight cap allows: spooled messages
- * being forwarded first (they are older), then the open message. */
+ * being forwarded first (they are older), then the open message, unless it
+ * waits for storage. */
 static void pump(struct publisher *p)
 {
     while (p->ready_head && p->inflight < p->cfg.max_inflight) {
@@ -428,7 +487,7 @@ static void pump(struct publisher *p)
         send_msg(p, m);
     }
     struct pub_msg *m = p->open;
-    if (!m || p->inflight >= p->cfg.max_inflight)
+    if (!m || p->inflight >= p->cfg.max_inflight || hold_for_storage(p, m))
         return;
     p->open = NULL;
     if (reading_msg_finish(&m->body) < 0) {
@@ -665,12 +724,13 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
         snprintf(p->online_topic, plen + sizeof "/@online", "%.*s/@online", (int)plen,
                  cfg->stored_topic);
     p->flush_ev = evtimer_new(base, flush_cb, p);
+    p->hold_ev = evtimer_new(base, flush_cb, p);
     p->sync_ev = evtimer_new(base, sync_cb, p);
     p->done_ev = event_new(base, -1, 0, done_cb, p);
     p->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, p);
     if (!p->client_id || !p->topic || !p->instance || !p->stored_topic || !p->online_topic ||
         !p->flush_ev || !p->sync_ev ||
-        !p->done_ev || !p->tick_ev) {
+        !p->done_ev || !p->tick_ev || !p->hold_ev) {
         snprintf(err, errlen, "out of memory");
         goto err;
     }
@@ -796,6 +856,7 @@ oom:
 
 void publisher_flush(struct publisher *p)
 {
+    p->flush_all = 1;   /* draining: send all, wait for nobody */
     pump(p);
 }
 
@@ -841,6 +902,8 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
         event_free(p->done_ev);
     if (p->tick_ev)
         event_free(p->tick_ev);
+    if (p->hold_ev)
+        event_free(p->hold_ev);
     pthread_mutex_destroy(&p->lock);
     free(p->client_id);
     free(p->topic);

@@ -39,6 +39,11 @@ struct publisher_config {
     int retention_s;             /* keep unconfirmed messages this long */
     int republish_after_s;       /* first republish of an unconfirmed message */
     size_t retention_max_bytes;  /* beyond, the oldest are let go */
+    /* Pacing by storage: while this many messages are in flight or
+     * unconfirmed and younger than confirm_wait_ms, readings gather into the
+     * next message instead of making more (0: off). */
+    size_t max_unconfirmed;
+    int confirm_wait_ms;
     struct spool *spool;         /* NULL: none; else borrowed, outlives us */
     const char *spool_dir;       /* for log lines */
 };
@@ -77,7 +82,8 @@ size_t publisher_outstanding(const struct publisher *p);
 
 void publisher_stats(const struct publisher *p, struct publisher_stats *out);
 
-/* Sends what is buffered now rather than at the end of this loop turn. */
+/* Sends what is buffered now rather than at the end of this loop turn, and
+ * from now on never holds a message back for storage (the drain). */
 void publisher_flush(struct publisher *p);
 
 /* Disconnects (waiting at most timeout_ms) and frees. Requests still
