@@ -7,6 +7,7 @@
  * The lock is never held while calling paho (paho issue #1222). */
 #include "publisher.h"
 #include "log.h"
+#include "net.h"
 #include "spool.h"
 #include "ts.h"
 
@@ -144,6 +145,8 @@ static void on_connected(void *ctx, char *cause)
 {
     struct publisher *p = ctx;
     (void)cause;
+    /* Our messages are small and answered one by one: no Nagle (net.h). */
+    net_nodelay_to_port(net_url_port(p->cfg.url, 1883));
     /* Clean start: the subscriptions are made again on every connection. */
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     ro.onFailure5 = on_subscribe_fail;

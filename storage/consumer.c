@@ -1,6 +1,7 @@
 /* consumer.c -- paho MQTTAsync subscriber: store each batch, then acknowledge. */
 #include "consumer.h"
 #include "log.h"
+#include "net.h"
 #include "reading.h"
 #include "ts.h"
 
@@ -417,6 +418,8 @@ static void on_connected(void *ctx, char *cause)
                  "messages queued while we were away are gone (broker restart without "
                  "persistence, kill -9, or session expiry)\"", c->cfg->client_id);
     c->was_connected = 1;
+    /* PUBACKs and confirmations are small: no Nagle delay on them (net.h). */
+    net_nodelay_to_port(net_url_port(c->cfg->mqtt_url, 1883));
 
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     ro.onSuccess5 = on_subscribed;
