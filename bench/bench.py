@@ -30,7 +30,6 @@ single and batch runs) when gnuplot is installed.
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -269,24 +268,24 @@ def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
 def scenario_db(args, st, n_rows):
     """The same rows, straight into PostgreSQL, the fastest dedup insert we
     know: per 10000 rows one transaction of COPY into a temporary table and
-    INSERT ... SELECT ... ON CONFLICT DO NOTHING, all in one psql session."""
+    INSERT ... SELECT ... ON CONFLICT DO NOTHING, all in one psql session.
+    The CSV files are written before the clock starts."""
     tag = "db"
     chunk = 10000
     t_base = int(time.time() * 1e6) - 3600 * 1000000
-    csv_path = st.state_dir / "bench-db.csv"
-    with open(csv_path, "w") as f:
-        for i in range(n_rows):
-            f.write(f"bench-db-{i % 1000:04d},temperature,{t_base + i},21.5,C,21.5,C,"
-                    f"\"{{\"\"run\"\": \"\"{tag}\"\"}}\",{t_base + i},bench\n")
-    os.chmod(csv_path, 0o644)
     cols = "sensor_id, type, ts, value, unit, raw_value, raw_unit, tags, received_at, ingested_by"
     body = ["\\set ON_ERROR_STOP 1"]
     for off in range(0, n_rows, chunk):
+        path = st.state_dir / f"bench-db-{off}.csv"
+        with open(path, "w") as f:
+            for i in range(off, min(off + chunk, n_rows)):
+                f.write(f"bench-db-{i % 1000:04d},temperature,{t_base + i},21.5,C,21.5,C,"
+                        f"\"{{\"\"run\"\": \"\"{tag}\"\"}}\",{t_base + i},bench\n")
         body += ["begin;",
                  "create temp table stage (sensor_id text, type text, ts_us bigint, value float8, "
                  "unit text, raw_value float8, raw_unit text, tags jsonb, received_us bigint, "
                  "ingested_by text) on commit drop;",
-                 f"\\copy stage from program 'sed -n {off + 1},{off + chunk}p {csv_path}' csv",
+                 f"\\copy stage from '{path}' csv",
                  "insert into readings (" + cols + ") select sensor_id, type, "
                  "timestamptz 'epoch' + ts_us * interval '1 microsecond', value, unit, raw_value, "
                  "raw_unit, tags, timestamptz 'epoch' + received_us * interval '1 microsecond', "

@@ -141,7 +141,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     log_info("shutdown.draining", "signal=%d outstanding_readings=%zu", (int)sig,
              publisher_outstanding(a->pub));
     http_api_set_draining(a->api);
-    publisher_flush(a->pub);
+    publisher_drain(a->pub);
     a->drain_deadline_us = ts_mono_us() + C.drain_timeout_s * 1000000;
     struct timeval tick = { 0, 50000 };
     a->drain_tick = event_new(a->base, -1, EV_PERSIST, drain_tick_cb, a);

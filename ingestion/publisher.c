@@ -86,7 +86,7 @@ struct publisher {
      * expected to confirm them soon. young_head is the oldest of them. */
     struct pub_msg *young_head;
     size_t young;
-    int flush_all;               /* draining: nothing waits for storage */
+    int draining;                /* nothing waits for storage any more */
     atomic_int resend_all;       /* set on reconnection */
     atomic_int re_inflight;      /* republications awaiting PUBACK */
     int due_left;                /* republish_due() ran out of slots */
@@ -458,7 +458,7 @@ static void age_young(struct publisher *p, int64_t now)
  * counts, so a slow or absent storage only delays by that much. */
 static int hold_for_storage(struct publisher *p, const struct pub_msg *open)
 {
-    if (!p->cfg.max_unconfirmed || p->flush_all ||
+    if (!p->cfg.max_unconfirmed || p->draining ||
         open->body.len >= p->cfg.max_message_bytes)
         return 0;
     int64_t now = ts_mono_us();
@@ -687,7 +687,7 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
     apply_confirms(p, confirms, nconf);
     if (confirms != stack_buf)
         free(confirms);
-    forward_spool(p);   /* just connected: the spool first */
+    forward_spool(p);   /* on a reconnect (on_connected wakes us): the spool first */
     pump(p);   /* a slot may have freed up for a waiting message */
     if (p->due_left || atomic_load(&p->resend_all))
         republish_due(p);
@@ -857,9 +857,9 @@ oom:
     return -1;
 }
 
-void publisher_flush(struct publisher *p)
+void publisher_drain(struct publisher *p)
 {
-    p->flush_all = 1;   /* draining: send all, wait for nobody */
+    p->draining = 1;
     pump(p);
 }
 

@@ -82,9 +82,9 @@ size_t publisher_outstanding(const struct publisher *p);
 
 void publisher_stats(const struct publisher *p, struct publisher_stats *out);
 
-/* Sends what is buffered now rather than at the end of this loop turn, and
- * from now on never holds a message back for storage (the drain). */
-void publisher_flush(struct publisher *p);
+/* The drain (SIGTERM): sends what is buffered now rather than at the end of
+ * this loop turn, and from now on never holds a message back for storage. */
+void publisher_drain(struct publisher *p);
 
 /* Disconnects (waiting at most timeout_ms) and frees. Requests still
  * outstanding get done(ctx, 0, ...). Accepts NULL. */

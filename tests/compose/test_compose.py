@@ -183,13 +183,6 @@ def logs_on_failure(project, request):
         print(project.log_tails())
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
-
-
 def check_run(project, tag, sims):
     """The promise for one run: exactly the readings answered 202 are stored."""
     paths = sorted(project.tmp.joinpath(f"sim-{tag}").glob("*.csv"))
@@ -201,10 +194,14 @@ def test_1_cold_up_and_known_readings_once_each(project, logs_on_failure):
     project.up("--build")
     wait_for(lambda: project.healthy("ingestion", 3) and project.healthy("storage", 1), 180,
              "3 ingestion replicas and storage healthy")
-    # The published port is HAProxy's, and the whole path answers.
-    a = wait_for(lambda: (lambda a: a if a.status == 200 else None)(project.api.get("/readyz")),
-                 60, "GET /readyz through HAProxy = 200")
-    assert a.status == 200
+    # The published port is HAProxy's, and the whole path answers (HAProxy
+    # may still be starting: a refused connection is retried).
+    def ready():
+        try:
+            return project.api.get("/readyz").status == 200
+        except OSError:
+            return False
+    wait_for(ready, 60, "GET /readyz through HAProxy = 200")
     a = project.api.post("/v1/readings", {"sensor_id": "compose-smoke", "type": "temperature",
                                           "value": 21.5, "unit": "C"})
     assert a.status == 202, a

@@ -113,6 +113,13 @@ class Run:
                 f.write(f"{body['sensor_id']},humidity,{ts},50,%\n")
         return a
 
+    def probe_each_replica(self, ports, what):
+        """probe() on every replica; each must answer 202 (the fault is one
+        the replicas ride out)."""
+        for port in ports:
+            a = self.probe(port, what)
+            assert a.status == 202, f"replica on {port} while {what}: {a!r}"
+
     def finish(self, timeout=240):
         self.results = [s.wait(timeout) for s in self.sims]
         return self.results
@@ -198,8 +205,7 @@ def test_kill9_storage(st, api, run_factory):
     rc = st.kill_service("storage")
     assert rc == -9, f"storage status {rc} after kill -9"
     # Readings keep being accepted meanwhile: they wait in storage's session.
-    for port in st.ports.ingestion:
-        assert run.probe(port, "storage killed").status == 202
+    run.probe_each_replica(st.ports.ingestion, "storage killed")
     st.start_service("storage")
     run.finish()
     run.check(api)
@@ -218,8 +224,7 @@ def test_postgres_stopped(st, api, run_factory):
     # nor exit); the readings keep being answered 202 meanwhile.
     wait_for(lambda: log_has(st, "storage", "storage.store_failed", since), 30,
              "storage's store_failed line while PostgreSQL is down")
-    for port in st.ports.ingestion:
-        assert run.probe(port, "postgres down").status == 202
+    run.probe_each_replica(st.ports.ingestion, "postgres down")
     time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - t0)))  # the outage itself
     assert st.services["storage"].alive(), \
         f"storage exited while PostgreSQL was down:\n{st.log_tail('storage', 20)}"
@@ -338,8 +343,7 @@ def test_sigterm_storage(st, api, run_factory):
     assert rc == 0, f"storage exited {rc} on SIGTERM:\n{st.log_tail('storage', 20)}"
     assert st._mosquitto_log_has(since, r"Client storage-1 disconnected\."), \
         "storage did not send DISCONNECT (mosquitto log): " + stackmod.tail(st.log_path("mosquitto"), 10)
-    for port in st.ports.ingestion:
-        assert run.probe(port, "storage stopped").status == 202
+    run.probe_each_replica(st.ports.ingestion, "storage stopped")
     st.start_service("storage")
     run.finish()
     run.check(api)
