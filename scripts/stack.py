@@ -56,6 +56,8 @@ DEFAULTS = {
     "INGESTION_BASE_PORT": "8081",
     "MQTT_PORT": "1883",
     "PG_PORT": "5432",
+    "STORAGE_HTTP_PORT": "8090",
+    "HAPROXY_STATS_PORT": "8404",
     "LOG_LEVEL": "info",
     "SIM_SENSORS": "10",
     "SIM_INTERVAL_S": "2",
@@ -177,9 +179,13 @@ resolvers docker
 class Ports:
     """The TCP ports of one stack, all on 127.0.0.1."""
 
-    def __init__(self, http, mqtt, pg, ingestion):
+    def __init__(self, http, mqtt, pg, ingestion, storage_http=None, stats=None):
         self.http, self.mqtt, self.pg = int(http), int(mqtt), int(pg)
         self.ingestion = [int(p) for p in ingestion]
+        # storage's own HTTP listener (/metrics, /healthz, /readyz) and
+        # HAProxy's stats page and Prometheus exporter; None: not given.
+        self.storage_http = None if storage_http is None else int(storage_http)
+        self.stats = None if stats is None else int(stats)
 
     @classmethod
     def from_env(cls, env):
@@ -190,7 +196,9 @@ class Ports:
         return cls(_int_setting(env, "HTTP_PORT", 1, 65535),
                    _int_setting(env, "MQTT_PORT", 1, 65535),
                    _int_setting(env, "PG_PORT", 1, 65535),
-                   [base + i for i in range(n)])
+                   [base + i for i in range(n)],
+                   _int_setting(env, "STORAGE_HTTP_PORT", 1, 65535),
+                   _int_setting(env, "HAPROXY_STATS_PORT", 1, 65535))
 
     @classmethod
     def free(cls, replicas=2):
@@ -207,7 +215,7 @@ class Ports:
         rnd = random.SystemRandom()
         ports = []
         for _ in range(1000):
-            if len(ports) == 3 + replicas:
+            if len(ports) == 5 + replicas:
                 break
             p = rnd.randint(lo, hi)
             if p in ports:
@@ -219,12 +227,16 @@ class Ports:
                     continue
             ports.append(p)
         else:
-            raise StackError(f"found no {3 + replicas} free ports in {lo}..{hi}")
-        return cls(ports[0], ports[1], ports[2], ports[3:])
+            raise StackError(f"found no {5 + replicas} free ports in {lo}..{hi}")
+        return cls(ports[0], ports[1], ports[2], ports[5:], ports[3], ports[4])
 
     def named(self):
         """(variable, port) pairs, for messages."""
         out = [("HTTP_PORT", self.http), ("MQTT_PORT", self.mqtt), ("PG_PORT", self.pg)]
+        if self.storage_http is not None:
+            out.append(("STORAGE_HTTP_PORT", self.storage_http))
+        if self.stats is not None:
+            out.append(("HAPROXY_STATS_PORT", self.stats))
         for i, p in enumerate(self.ingestion, 1):
             out.append((f"INGESTION_BASE_PORT (replica {i} uses base+{i - 1})", p))
         return out
@@ -252,7 +264,8 @@ class Ports:
 
     def as_dict(self):
         return {"http": self.http, "mqtt": self.mqtt, "pg": self.pg,
-                "ingestion": list(self.ingestion)}
+                "ingestion": list(self.ingestion), "storage_http": self.storage_http,
+                "stats": self.stats}
 
 
 # --- small helpers ---------------------------------------------------------
