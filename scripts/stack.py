@@ -31,6 +31,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -61,6 +62,8 @@ DEFAULTS = {
     "LOG_LEVEL": "info",
     "SIM_SENSORS": "10",
     "SIM_INTERVAL_S": "2",
+    "RATE_LIMIT_PER_ADDRESS": "20000",
+    "HAPROXY_TLS_CERT": "",
 }
 
 # Variables the services read. The tests drop them from the inherited
@@ -77,7 +80,8 @@ SERVICE_VARS = (
     "DATABASE_URL STORAGE_CLIENT_ID STORAGE_SHARE_GROUP STORAGE_SESSION_EXPIRY_S "
     "SIM_URL SIM_SENSORS SIM_INTERVAL_S SIM_SEED SIM_COUNT SIM_DURATION_S "
     "SIM_RATE SIM_CONNECTIONS SIM_BATCH SIM_REPLAY SIM_MAX_ATTEMPTS "
-    "SIM_ACCEPTED_LOG SIM_TAGS SIM_STATS_INTERVAL_S SIM_TIMEOUT_S SIM_DRAIN_S"
+    "SIM_ACCEPTED_LOG SIM_TAGS SIM_STATS_INTERVAL_S SIM_TIMEOUT_S SIM_DRAIN_S "
+    "RATE_LIMIT_PER_ADDRESS HAPROXY_TLS_CERT"
 ).split()
 
 # Bounded waits, in seconds.
@@ -145,6 +149,42 @@ def render_haproxy(values):
     return "\n".join(out) + "\n"
 
 
+def haproxy_rate_limit(per_10s):
+    """The per-address rate limit rules for @RATE_LIMIT@: past per_10s
+    requests in 10 s from one address, 429 with Retry-After; "" when 0.
+    per_10s may also be "env": compose's HAProxy reads the limit from its
+    environment (RATE_LIMIT_PER_ADDRESS, 0 = off) when it starts."""
+    if per_10s == "env":
+        rules = (haproxy_rate_limit(10**9)
+                 .replace(f"gt {10**9}", 'gt "${RATE_LIMIT_PER_ADDRESS-20000}"')
+                 .replace(f"at most {10**9} requests", "at most that many requests"))
+        return f""".if strneq("${{RATE_LIMIT_PER_ADDRESS-20000}}","0")\n{rules}\n.endif"""
+    if per_10s <= 0:
+        return ""
+    return f"""    # Per client address: at most {per_10s} requests in any 10 s
+    # (RATE_LIMIT_PER_ADDRESS). Past that, 429 with Retry-After; the requests
+    # refused still count, so a client that keeps flooding stays refused.
+    stick-table type ipv6 size 1m expire 60s store http_req_rate(10s)
+    http-request track-sc0 src
+    http-request return status 429 content-type application/json hdr Retry-After 10 string "{{\\"error\\":\\"too many requests from this address: retry later\\",\\"index\\":null,\\"field\\":null}}" if {{ sc_http_req_rate(0) gt {per_10s} }}"""
+
+
+def haproxy_stats(bind):
+    """The stats frontend for @STATS@, on bind; "" when bind is None."""
+    if bind is None:
+        return ""
+    return f"""
+frontend stats
+    # HAProxy's own numbers, apart from the API: Prometheus scrapes /metrics,
+    # people read /stats. Read-only (no admin actions on this page).
+    bind {bind}
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+    stats enable
+    stats uri /stats
+    stats refresh 10s
+    stats show-legends"""
+
+
 # compose/haproxy.cfg: HAProxy finds the replicas through Docker's DNS, which
 # answers the service name with every replica's address. server-template makes
 # COMPOSE_MAX_REPLICAS slots; those without an address are ignored, so this is
@@ -153,7 +193,14 @@ def render_haproxy(values):
 COMPOSE_HAPROXY_CFG = REPO / "compose" / "haproxy.cfg"
 COMPOSE_MAX_REPLICAS = 32
 COMPOSE_HAPROXY = {
-    "BIND": ":8080",
+    # TLS when the container gets a non-empty HAPROXY_TLS_CERT; the file
+    # itself is mounted at this fixed path by docker-compose.yml.
+    "BIND": """\
+.if strneq("$HAPROXY_TLS_CERT","")
+    bind :8080 ssl crt /usr/local/etc/haproxy/tls.pem alpn http/1.1
+.else
+    bind :8080
+.endif""",
     "STATS_SOCKET": "/tmp/haproxy-admin.sock",
     "RESOLVERS": """
 resolvers docker
@@ -173,6 +220,8 @@ resolvers docker
     hold timeout 10s""",
     "SERVERS": f"    server-template ingestion- 1-{COMPOSE_MAX_REPLICAS} ingestion:8081 "
                "resolvers docker init-addr none resolve-prefer ipv4",
+    "RATE_LIMIT": haproxy_rate_limit("env"),
+    "STATS": haproxy_stats(":8404"),
 }
 
 
@@ -270,9 +319,14 @@ class Ports:
 
 # --- small helpers ---------------------------------------------------------
 
-def http_get(host, port, path, timeout=2.0):
-    """GET; returns (status, body bytes). Raises OSError when unreachable."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+def http_get(host, port, path, timeout=2.0, tls=False):
+    """GET; returns (status, body bytes). Raises OSError when unreachable.
+    tls: HTTPS without checking the certificate (our own, on loopback)."""
+    if tls:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                           context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path)
         r = conn.getresponse()
@@ -474,6 +528,19 @@ class Stack:
         self.bin_dir = Path(bin_dir).resolve()
         self.base_env = dict(os.environ if env is None else env)
         self.log_level = self.base_env.get("LOG_LEVEL", "info")
+        # HAProxy's settings (README: Security): TLS on the public port when a
+        # certificate is given; requests per 10 s per client address (0: off).
+        self.tls_cert = self.base_env.get("HAPROXY_TLS_CERT", "")
+        if self.tls_cert and not os.access(self.tls_cert, os.R_OK):
+            raise StackError(f"HAPROXY_TLS_CERT={self.tls_cert}: no such readable file "
+                             "(a PEM holding the certificate and its key)")
+        raw = self.base_env.get("RATE_LIMIT_PER_ADDRESS", DEFAULTS["RATE_LIMIT_PER_ADDRESS"])
+        try:
+            self.rate_limit = int(raw)
+        except ValueError:
+            raise StackError(f"RATE_LIMIT_PER_ADDRESS={raw!r} is not a number") from None
+        if not 0 <= self.rate_limit <= 10**9:
+            raise StackError(f"RATE_LIMIT_PER_ADDRESS={raw} is out of range 0..1000000000")
         self.sim = sim
         self.logs_dir = self.state_dir / "logs"
         self.root = os.geteuid() == 0
@@ -486,7 +553,13 @@ class Stack:
     # -- addresses --
     @property
     def http_url(self):
-        return f"http://127.0.0.1:{self.ports.http}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://127.0.0.1:{self.ports.http}"
+
+    @property
+    def stats_url(self):
+        """HAProxy's stats frontend: /stats and /metrics."""
+        return f"http://127.0.0.1:{self.ports.stats}"
 
     @property
     def api_url(self):
@@ -654,9 +727,13 @@ class Stack:
         servers = "\n".join(f"    server ingestion-{i} 127.0.0.1:{port}"
                             for i, port in enumerate(self.ports.ingestion, 1))
         cfg = self.hap_dir / "haproxy.cfg"
+        stats = None if self.ports.stats is None else f"127.0.0.1:{self.ports.stats}"
         cfg.write_text(render_haproxy({
-            "BIND": f"127.0.0.1:{self.ports.http}", "STATS_SOCKET": self.hap_dir / "stats.sock",
-            "RESOLVERS": "", "SERVERS": servers}))
+            "BIND": f"    bind 127.0.0.1:{self.ports.http}"
+                    + (f" ssl crt {self.tls_cert} alpn http/1.1" if self.tls_cert else ""),
+            "STATS_SOCKET": self.hap_dir / "stats.sock",
+            "RATE_LIMIT": haproxy_rate_limit(self.rate_limit),
+            "STATS": haproxy_stats(stats), "RESOLVERS": "", "SERVERS": servers}))
         r = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True)
         if r.returncode != 0:
             raise StackError(f"haproxy rejects {cfg}:\n{r.stdout}{r.stderr}")
@@ -759,7 +836,8 @@ class Stack:
                        lambda: http_get("127.0.0.1", port, "/readyz")[0] == 200, t)
         elif svc.name == "haproxy":
             self._wait(svc, "haproxy GET /healthz = 200",
-                       lambda: http_get("127.0.0.1", self.ports.http, "/healthz")[0] == 200, t)
+                       lambda: http_get("127.0.0.1", self.ports.http, "/healthz",
+                                        tls=bool(self.tls_cert))[0] == 200, t)
             up = [f"ingestion-{i}" for i in range(1, self.replicas + 1)
                   if self.services[f"ingestion-{i}"].alive()]
             self._wait(svc, f"haproxy to see {', '.join(up)} UP",
@@ -1164,7 +1242,15 @@ def cmd_run(args):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
-    stack = Stack(state_dir, ports, bin_dir=args.bin, env=env, sim=not args.no_sim)
+    sim = not args.no_sim
+    if sim and env.get("HAPROXY_TLS_CERT"):
+        say("HAPROXY_TLS_CERT is set: sensor-sim speaks plain HTTP only, so it is not started")
+        sim = False
+    try:
+        stack = Stack(state_dir, ports, bin_dir=args.bin, env=env, sim=sim)
+    except StackError as e:
+        say(e)
+        return 1
     state_file = state_dir / "stack.json"
     follower = LogFollower(logs, from_start=True)
     printer = Printer()
@@ -1191,6 +1277,7 @@ def cmd_run(args):
         say("sensorflow is up")
         say(f"  API        {stack.api_url}  (HAProxy -> ingestion-1..{stack.replicas}; legacy POST /)")
         say(f"  replicas   127.0.0.1:{rng}  (GET /healthz, /readyz)")
+        say(f"  haproxy    {stack.stats_url}/stats, {stack.stats_url}/metrics")
         say(f"  broker     {stack.mqtt_url}")
         say(f"  database   {stack.database_url}  ->  make psql")
         say(f"  logs       {logs}  ->  make logs, make logs SERVICE=ingestion")
