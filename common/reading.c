@@ -527,8 +527,45 @@ int reading_msg_add(struct reading_msg *m, const struct reading *r)
     return 0;
 }
 
+int reading_request_id_valid(const char *s, size_t len)
+{
+    return reading_sensor_id_valid(s, len);   /* the same alphabet and length */
+}
+
+int reading_msg_add_rid(struct reading_msg *m, const char *rid)
+{
+    size_t n = strlen(rid);
+    if (!reading_request_id_valid(rid, n))
+        return -1;
+    if (m->nrids >= READING_MSG_RIDS_MAX)
+        return 0;
+    /* The last one recorded: "...,"<rid>"" ends the buffer. */
+    if (m->rids_len >= n + 2 && m->rids[m->rids_len - 1] == '"' &&
+        !memcmp(m->rids + m->rids_len - 1 - n, rid, n) &&
+        m->rids[m->rids_len - 2 - n] == '"' &&
+        (m->rids_len == n + 2 || m->rids[m->rids_len - 3 - n] == ','))
+        return 0;
+    size_t need = m->rids_len + n + 4;
+    if (need > m->rids_cap) {
+        size_t cap = m->rids_cap ? m->rids_cap * 2 : 256;
+        while (cap < need)
+            cap *= 2;
+        char *b = realloc(m->rids, cap);
+        if (!b)
+            return -1;
+        m->rids = b;
+        m->rids_cap = cap;
+    }
+    m->rids_len += (size_t)snprintf(m->rids + m->rids_len, m->rids_cap - m->rids_len,
+                                    "%s\"%s\"", m->nrids ? "," : "", rid);
+    m->nrids++;
+    return 0;
+}
+
 int reading_msg_finish(struct reading_msg *m)
 {
+    if (m->nrids)
+        return msg_printf(m, "],\"rids\":[%.*s]}", (int)m->rids_len, m->rids);
     return msg_printf(m, "]}");
 }
 
@@ -537,6 +574,7 @@ void reading_msg_free(struct reading_msg *m)
     if (!m)
         return;
     free(m->buf);
+    free(m->rids);
     memset(m, 0, sizeof *m);
 }
 
@@ -608,7 +646,39 @@ static int decode_one(const json_t *o, long idx, struct reading *r, struct readi
     return 0;
 }
 
+/* The "rids" member: absent, or an array of valid request ids, written to
+ * out comma-separated. Returns 0, or -1 with err filled. */
+static int decode_rids(const json_t *arr, char *out, size_t outlen, struct reading_error *err)
+{
+    size_t used = 0;
+    if (out && outlen)
+        out[0] = '\0';
+    if (!arr)
+        return 0;
+    if (!json_is_array(arr) || json_array_size(arr) > READING_MSG_RIDS_MAX)
+        return fail(err, -1, "rids", "not an array of request ids");
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        const json_t *id = json_array_get(arr, i);
+        if (!json_is_string(id) ||
+            !reading_request_id_valid(json_string_value(id), json_string_length(id)))
+            return fail(err, -1, "rids", "not an array of request ids");
+        if (!out || !outlen)
+            continue;
+        size_t n = json_string_length(id) + (i ? 1 : 0);
+        if (used + n + 4 > outlen) {
+            if (used + 4 <= outlen)
+                used += (size_t)snprintf(out + used, outlen - used, "...");
+            out = NULL;   /* full: only validate the rest */
+            continue;
+        }
+        used += (size_t)snprintf(out + used, outlen - used, "%s%s", i ? "," : "",
+                                 json_string_value(id));
+    }
+    return 0;
+}
+
 int reading_decode_message(const void *payload, size_t len, char *by, size_t bylen,
+                           char *rids, size_t ridslen,
                            struct reading_batch *out, struct reading_error *err)
 {
     json_error_t je;
@@ -634,6 +704,8 @@ int reading_decode_message(const void *payload, size_t len, char *by, size_t byl
         fail(err, -1, "readings", "missing or empty");
         goto done;
     }
+    if (decode_rids(json_object_get(root, "rids"), rids, ridslen, err) < 0)
+        goto done;
     for (size_t i = 0; i < json_array_size(arr); i++) {
         struct reading *r = batch_push(out);
         if (!r) {

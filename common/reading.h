@@ -11,7 +11,11 @@
  *      {"v":1,"by":"<ingestion instance>","readings":[
  *        {"sensor_id":"s-1","type":"temperature","ts_us":1795341600123000,
  *         "value":22,"unit":"C","raw_value":71.6,"raw_unit":"F",
- *         "received_at_us":1795341600200000,"tags":{"room":"a"}}, ...]}
+ *         "received_at_us":1795341600200000,"tags":{"room":"a"}}, ...],
+ *       "rids":["<request id>", ...]}
+ *
+ *    rids (optional) names the HTTP requests whose readings the message
+ *    holds, for the logs: `grep <request id>` follows a reading to storage.
  *
  *    ts_us and received_at_us are integers (microseconds since the epoch,
  *    UTC) so that a retried reading maps to the very same primary key.
@@ -111,12 +115,22 @@ struct reading_msg {
     char *buf;
     size_t len, cap;
     size_t count;            /* readings added */
+    char *rids;              /* "id","id2"... written by reading_msg_finish */
+    size_t rids_len, rids_cap, nrids;
 };
+
+/* At most this many request ids per message; later ones are not recorded. */
+#define READING_MSG_RIDS_MAX 4096
 
 /* Starts a message from the given ingestion instance. Returns 0, -1 on OOM. */
 int reading_msg_init(struct reading_msg *m, const char *instance);
 /* Appends one reading. Returns 0, -1 on OOM. */
 int reading_msg_add(struct reading_msg *m, const struct reading *r);
+/* Records the id of a request whose readings were added (skipped when it
+ * repeats the last one, or past READING_MSG_RIDS_MAX). rid must pass
+ * reading_request_id_valid. Returns 0, -1 on an invalid id or OOM (the
+ * message is unchanged then: an id is worth a log line, not a reading). */
+int reading_msg_add_rid(struct reading_msg *m, const char *rid);
 /* Closes the JSON; m->buf/m->len are then the payload. Returns 0, -1 on OOM. */
 int reading_msg_finish(struct reading_msg *m);
 void reading_msg_free(struct reading_msg *m);
@@ -130,10 +144,16 @@ uint64_t reading_msg_digest(const void *payload, size_t len);
 
 /* Parses and validates an MQTT batch message (as reading_msg_* write it).
  * On success returns 0, copies the "by" instance into by (NUL-terminated,
- * at most bylen-1 bytes) and appends the readings to out. On any problem
- * returns -1 with err filled and out unchanged: the message is a dead letter. */
+ * at most bylen-1 bytes), the request ids, comma-separated, into rids (""
+ * when none; cut with a final "..." when longer than ridslen-1; rids may be
+ * NULL) and appends the readings to out. On any problem returns -1 with err
+ * filled and out unchanged: the message is a dead letter. */
 int reading_decode_message(const void *payload, size_t len,
-                           char *by, size_t bylen,
+                           char *by, size_t bylen, char *rids, size_t ridslen,
                            struct reading_batch *out, struct reading_error *err);
+
+/* True when s (len bytes) may be a request id: 1..64 characters of
+ * [A-Za-z0-9._:-] (what X-Request-Id accepts; safe in logs and JSON). */
+int reading_request_id_valid(const char *s, size_t len);
 
 #endif

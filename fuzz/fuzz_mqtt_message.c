@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct reading_error err;
     char by[READING_INSTANCE_MAX + 1];
     fuzz_batch_init(&b);
-    if (reading_decode_message(data, size, by, sizeof by, &b, &err) < 0) {
+    if (reading_decode_message(data, size, by, sizeof by, NULL, 0, &b, &err) < 0) {
         fuzz_check_rejected(&b, &err);
     } else {
         fuzz_check_sentinel_kept(&b);

@@ -167,7 +167,7 @@ void fuzz_check_message_round_trip(const char *instance, const struct reading *v
     struct reading_error err;
     char by[READING_INSTANCE_MAX + 1];
     fuzz_batch_init(&out);
-    CHECK(reading_decode_message(m.buf, m.len, by, sizeof by, &out, &err) == 0,
+    CHECK(reading_decode_message(m.buf, m.len, by, sizeof by, NULL, 0, &out, &err) == 0,
           "storage rejects what ingestion sent: [%ld] %s: %s\nmessage: %.*s", err.index,
           err.field, err.message, (int)m.len, m.buf);
     CHECK(!strcmp(by, instance), "by %s != %s", by, instance);

@@ -7,10 +7,15 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#define RID_MAX 64   /* request ids: 1..64 of [A-Za-z0-9._:-] */
 
 struct http_api {
     struct http_api_config cfg;
@@ -18,6 +23,8 @@ struct http_api {
     struct reading_batch batch;  /* reused by every request: one thread */
     int draining;
     uint64_t requests;
+    uint32_t rid_prefix;         /* random per process: ids unique across replicas */
+    uint64_t rid_seq;
 };
 
 /* A request waiting for the broker's PUBACK. */
@@ -25,6 +32,7 @@ struct pending {
     struct http_api *api;
     struct evhttp_request *req;
     size_t n;
+    char rid[RID_MAX + 1];
 };
 
 static void reply_json(struct http_api *api, struct evhttp_request *req, int code,
@@ -63,12 +71,28 @@ static void reply_unavailable(struct http_api *api, struct evhttp_request *req, 
 static void publish_done(void *ctx, int ok, const char *why)
 {
     struct pending *pd = ctx;
-    if (ok)
+    if (ok) {
+        log_debug("http.accepted", "rid=%s readings=%zu", pd->rid, pd->n);
         reply_json(pd->api, pd->req, 202, "Accepted",
                    json_pack("{s:I}", "accepted", (json_int_t)pd->n));
-    else
+    } else {
+        log_debug("http.rejected", "rid=%s status=503 error=\"%s\"", pd->rid, why);
         reply_unavailable(pd->api, pd->req, why);
+    }
     free(pd);
+}
+
+/* The request's id: the client's (HAProxy sets one when absent) when it is
+ * valid, else one of ours; echoed in every answer's X-Request-Id. */
+static void request_id(struct http_api *api, struct evhttp_request *req,
+                       char rid[RID_MAX + 1])
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    if (h && reading_request_id_valid(h, strlen(h)))
+        memcpy(rid, h, strlen(h) + 1);
+    else
+        snprintf(rid, RID_MAX + 1, "%08" PRIx32 "-%" PRIx64, api->rid_prefix, ++api->rid_seq);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "X-Request-Id", rid);
 }
 
 int http_api_is_json(const char *ct)
@@ -102,7 +126,8 @@ enum http_route http_api_route(const char *path, int method, const char **allow)
     return ROUTE_NOT_FOUND;
 }
 
-static void handle_post(struct http_api *api, struct evhttp_request *req, int legacy)
+static void handle_post(struct http_api *api, struct evhttp_request *req, int legacy,
+                        const char *rid)
 {
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
     if (!http_api_is_json(ct)) {
@@ -128,8 +153,8 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
         json_t *j = json_pack("{s:s}", "error", rerr.message);
         json_object_set_new(j, "index", rerr.index >= 0 ? json_integer(rerr.index) : json_null());
         json_object_set_new(j, "field", rerr.field[0] ? json_string(rerr.field) : json_null());
-        log_debug("http.rejected", "status=400 index=%ld field=%s error=\"%s\"", rerr.index,
-                  rerr.field, rerr.message);
+        log_debug("http.rejected", "rid=%s status=400 index=%ld field=%s error=\"%s\"", rid,
+                  rerr.index, rerr.field, rerr.message);
         reply_json(api, req, 400, "Bad Request", j);
         return;
     }
@@ -141,8 +166,10 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
     pd->api = api;
     pd->req = req;
     pd->n = api->batch.n;
+    memcpy(pd->rid, rid, strlen(rid) + 1);
     const char *why;
-    if (publisher_submit(api->pub, &api->batch, publish_done, pd, &why) < 0) {
+    if (publisher_submit(api->pub, &api->batch, rid, publish_done, pd, &why) < 0) {
+        log_debug("http.rejected", "rid=%s status=503 error=\"%s\"", rid, why);
         free(pd);
         reply_unavailable(api, req, why);
     }
@@ -154,14 +181,17 @@ static void handle(struct evhttp_request *req, void *arg)
     struct http_api *api = arg;
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     const char *allow = NULL;
+    char rid[RID_MAX + 1];
     int up;
+
+    request_id(api, req, rid);
 
     switch (http_api_route(path, (int)evhttp_request_get_command(req), &allow)) {
     case ROUTE_READINGS:
-        handle_post(api, req, 0);
+        handle_post(api, req, 0, rid);
         return;
     case ROUTE_LEGACY:
-        handle_post(api, req, 1);
+        handle_post(api, req, 1, rid);
         return;
     case ROUTE_HEALTHZ:
         reply_json(api, req, 200, "OK", json_pack("{s:s}", "status", "ok"));
@@ -199,6 +229,8 @@ struct http_api *http_api_create(struct evhttp *http, struct publisher *pub,
         return NULL;
     api->cfg = *cfg;
     api->pub = pub;
+    if (getrandom(&api->rid_prefix, sizeof api->rid_prefix, 0) != sizeof api->rid_prefix)
+        api->rid_prefix = (uint32_t)getpid() ^ (uint32_t)ts_now_us();
     /* Let every method reach us, so that the 405s are ours (JSON, Allow). */
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                          EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |

@@ -523,7 +523,7 @@ static void sync_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Takes responsibility for a request by writing it to the spool. */
-static int spool_submit(struct publisher *p, const struct reading_batch *b,
+static int spool_submit(struct publisher *p, const struct reading_batch *b, const char *rid,
                         publisher_done_fn done, void *ctx, const char **why)
 {
     struct reading_msg m;
@@ -547,6 +547,8 @@ static int spool_submit(struct publisher *p, const struct reading_batch *b,
             *why = "out of memory";
             goto out;
         }
+    if (rid)
+        (void)reading_msg_add_rid(&m, rid);   /* only for the logs */
     if (reading_msg_finish(&m) < 0) {
         *why = "out of memory";
         goto out;
@@ -791,7 +793,7 @@ void publisher_stats(const struct publisher *p, struct publisher_stats *out)
     out->retained_bytes = p->retained_bytes;
 }
 
-int publisher_submit(struct publisher *p, const struct reading_batch *b,
+int publisher_submit(struct publisher *p, const struct reading_batch *b, const char *rid,
                      publisher_done_fn done, void *ctx, const char **why)
 {
     if (p->outstanding + b->n > p->cfg.max_pending_readings) {
@@ -800,7 +802,7 @@ int publisher_submit(struct publisher *p, const struct reading_batch *b,
     }
     if (!publisher_connected(p)) {
         if (p->cfg.spool)
-            return spool_submit(p, b, done, ctx, why);
+            return spool_submit(p, b, rid, done, ctx, why);
         *why = "not connected to the broker";
         return -1;
     }
@@ -834,6 +836,8 @@ int publisher_submit(struct publisher *p, const struct reading_batch *b,
             goto oom;
         }
     }
+    if (rid)
+        (void)reading_msg_add_rid(&m->body, rid);   /* only for the logs */
     m->w[m->nw].done = done;
     m->w[m->nw].ctx = ctx;
     m->nw++;

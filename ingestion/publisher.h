@@ -70,11 +70,13 @@ int publisher_connected(const struct publisher *p);
 /* 1 when readings can be taken: connected, or the spool has room. */
 int publisher_accepting(const struct publisher *p);
 
-/* Takes responsibility for the readings of one request (copies them).
+/* Takes responsibility for the readings of one request (copies them);
+ * rid, the request's id (valid per reading_request_id_valid, or NULL), goes
+ * with them in the MQTT message for storage's log.
  * Returns 0 and calls done(ctx, ...) later, exactly once; or returns -1
  * without calling done when it cannot take them now (broker disconnected,
  * too many pending, out of memory), with a static reason in *why. */
-int publisher_submit(struct publisher *p, const struct reading_batch *b,
+int publisher_submit(struct publisher *p, const struct reading_batch *b, const char *rid,
                      publisher_done_fn done, void *ctx, const char **why);
 
 /* Readings submitted whose done has not run yet. */

@@ -219,8 +219,9 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
     atomic_fetch_add(&c->messages, 1);
     reading_batch_clear(&c->batch);
     by[0] = '\0';
-    if (reading_decode_message(payload, len, by, READING_INSTANCE_MAX + 1, &c->batch,
-                               &rerr) < 0) {
+    char rids[1024];   /* for the log line; cut with "..." past its size */
+    if (reading_decode_message(payload, len, by, READING_INSTANCE_MAX + 1, rids, sizeof rids,
+                               &c->batch, &rerr) < 0) {
         by[0] = '\0';
         char reason[400];
         if (rerr.index >= 0)
@@ -264,9 +265,9 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
     atomic_fetch_add(&c->inserted, (unsigned long long)j.res.inserted);
     atomic_fetch_add(&c->duplicates, (unsigned long long)j.res.duplicates);
     log_debug("storage.batch", "topic=%s by=%s readings=%zu inserted=%ld duplicates=%ld "
-              "redelivered=%d decode_ms=%.1f store_ms=%.1f", topic, by, c->batch.n,
+              "redelivered=%d decode_ms=%.1f store_ms=%.1f rids=%s", topic, by, c->batch.n,
               j.res.inserted, j.res.duplicates, dup, (double)(t1 - t0) / 1000.0,
-              (double)(ts_mono_us() - t1) / 1000.0);
+              (double)(ts_mono_us() - t1) / 1000.0, rids[0] ? rids : "-");
     reading_batch_clear(&c->batch);
 }
 

@@ -1154,7 +1154,7 @@ static void round_trip(const char *by, const struct reading *rs, size_t n)
     char got_by[READING_INSTANCE_MAX + 1];
     prefill(b);
     memset(got_by, 'x', sizeof got_by);
-    if (reading_decode_message(payload, m->len, got_by, sizeof got_by, b, &err) != 0)
+    if (reading_decode_message(payload, m->len, got_by, sizeof got_by, NULL, 0, b, &err) != 0)
         fail_msg("decode failed at %ld %s: %s -- %s", err.index, err.field, err.message, m->buf);
     assert_string_equal(got_by, by);
     assert_int_equal(b->n, n + 1);
@@ -1245,7 +1245,7 @@ static void test_msg_decode_negative_zero(void **state)
     struct reading_batch b = { 0 };
     struct reading_error err;
     char by[READING_INSTANCE_MAX + 1];
-    assert_int_equal(reading_decode_message(msg, strlen(msg), by, sizeof by, &b, &err), 0);
+    assert_int_equal(reading_decode_message(msg, strlen(msg), by, sizeof by, NULL, 0, &b, &err), 0);
     assert_int_equal(b.n, 1);
     assert_false(signbit(b.v[0].value));
     assert_false(signbit(b.v[0].raw_value));
@@ -1318,7 +1318,7 @@ static void check_parsed_then_decoded(enum parser p, const char *body, const cha
     assert_int_equal(reading_msg_add(m, &in->v[0]), 0);
     assert_int_equal(reading_msg_finish(m), 0);
     char by[READING_INSTANCE_MAX + 1];
-    if (reading_decode_message(m->buf, m->len, by, sizeof by, out, &err) != 0)
+    if (reading_decode_message(m->buf, m->len, by, sizeof by, NULL, 0, out, &err) != 0)
         fail_msg("%s \"%s\" (ts_us %lld) is accepted by reading_parse_%s but its message is "
                  "rejected by reading_decode_message: %s %s", p == BODY ? "ts" : "legacy time",
                  what, (long long)in->v[0].ts_us, p == BODY ? "body" : "legacy", err.field,
@@ -1387,11 +1387,61 @@ static void test_msg_decode_by_buffer(void **state)
     struct reading_error err;
     char by[16];
     memset(by, 'x', sizeof by);
-    assert_int_equal(reading_decode_message(m.buf, m.len, by, 12, &b, &err), 0);
+    assert_int_equal(reading_decode_message(m.buf, m.len, by, 12, NULL, 0, &b, &err), 0);
     assert_string_equal(by, "ingestion-1");
     assert_int_equal(by[12], 'x');
     reading_batch_clear(&b);
-    assert_int_equal(reading_decode_message(m.buf, m.len, by, 11, &b, &err), -1);
+    assert_int_equal(reading_decode_message(m.buf, m.len, by, 11, NULL, 0, &b, &err), -1);
+    assert_int_equal(b.n, 0);
+    reading_batch_free(&b);
+    reading_msg_free(&m);
+}
+
+/* Request ids travel with the message, each once per run of equal ids,
+ * and come back comma-separated; a bad one is refused on both sides. */
+static void test_msg_request_ids(void **state)
+{
+    (void)state;
+    const struct reading r = mk("a", READING_HUMIDITY, 1, 1, "%", 1, 2, NULL);
+    struct reading_msg m;
+    assert_int_equal(reading_msg_init(&m, "ingestion-1"), 0);
+    assert_int_equal(reading_msg_add(&m, &r), 0);
+    assert_int_equal(reading_msg_add_rid(&m, "req-1"), 0);
+    assert_int_equal(reading_msg_add_rid(&m, "req-1"), 0);   /* same request, again */
+    assert_int_equal(reading_msg_add_rid(&m, "7F000001-2"), 0);
+    assert_int_equal(reading_msg_add_rid(&m, "2"), 0);        /* a suffix of the last */
+    assert_int_equal(reading_msg_add_rid(&m, "bad id"), -1);
+    assert_int_equal(reading_msg_add_rid(&m, "x\"y"), -1);
+    assert_int_equal(m.nrids, 3);
+    assert_int_equal(reading_msg_finish(&m), 0);
+    assert_non_null(strstr(m.buf, "],\"rids\":[\"req-1\",\"7F000001-2\",\"2\"]}"));
+    struct reading_batch b = { 0 };
+    struct reading_error err;
+    char by[32], rids[64];
+    assert_int_equal(reading_decode_message(m.buf, m.len, by, sizeof by, rids, sizeof rids,
+                                            &b, &err), 0);
+    assert_string_equal(rids, "req-1,7F000001-2,2");
+    assert_int_equal(b.n, 1);
+    reading_batch_clear(&b);
+    /* A buffer too small for all of them ends with "...". */
+    assert_int_equal(reading_decode_message(m.buf, m.len, by, sizeof by, rids, 14, &b, &err), 0);
+    assert_string_equal(rids, "req-1...");
+    reading_batch_clear(&b);
+    /* No rids member: "" (messages from before, the spool of an older version). */
+    const char *plain = "{\"v\":1,\"by\":\"i\",\"readings\":[{\"sensor_id\":\"a\","
+                        "\"type\":\"humidity\",\"ts_us\":1000000,\"value\":1,\"unit\":\"%\","
+                        "\"raw_value\":1,\"raw_unit\":\"%\",\"received_at_us\":2000000}]}";
+    assert_int_equal(reading_decode_message(plain, strlen(plain), by, sizeof by, rids,
+                                            sizeof rids, &b, &err), 0);
+    assert_string_equal(rids, "");
+    reading_batch_clear(&b);
+    /* A malformed id makes the message a dead letter naming the member. */
+    char bad[512];
+    snprintf(bad, sizeof bad, "%.*s,\"rids\":[\"ok\",\"not ok\"]}", (int)strlen(plain) - 1,
+             plain);
+    assert_int_equal(reading_decode_message(bad, strlen(bad), by, sizeof by, rids, sizeof rids,
+                                            &b, &err), -1);
+    assert_string_equal(err.field, "rids");
     assert_int_equal(b.n, 0);
     reading_batch_free(&b);
     reading_msg_free(&m);
@@ -1418,7 +1468,7 @@ static void expect_decode_reject(const char *payload, size_t len, long index, co
     const char *tags_before = b->v[0].tags_json;
     char by[READING_INSTANCE_MAX + 1];
     memset(&last_err, 0x55, sizeof last_err);
-    int rc = reading_decode_message(payload, len, by, sizeof by, b, &last_err);
+    int rc = reading_decode_message(payload, len, by, sizeof by, NULL, 0, b, &last_err);
     if (rc != -1)
         fail_msg("decoded (rc %d, %zu readings): %.*s", rc, b->n, (int)len, payload);
     assert_sentinel_only(b, tags_before);
@@ -1460,7 +1510,7 @@ static void test_msg_decode_good_template(void **state)
     struct reading_batch b = { 0 };
     struct reading_error err;
     char by[READING_INSTANCE_MAX + 1];
-    assert_int_equal(reading_decode_message(msg, strlen(msg), by, sizeof by, &b, &err), 0);
+    assert_int_equal(reading_decode_message(msg, strlen(msg), by, sizeof by, NULL, 0, &b, &err), 0);
     assert_int_equal(b.n, 2);
     assert_string_equal(by, "ingestion-1");
     assert_string_equal(b.v[1].sensor_id, "s-1");
@@ -1476,7 +1526,7 @@ static void test_msg_decode_good_template(void **state)
     msg = msg_with("\"i\"", "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"ts_us\":1,\"value\":1,"
                             "\"unit\":\"%\",\"raw_value\":1,\"raw_unit\":\"%\",\"received_at_us\":2,"
                             "\"tags\":null,\"extra\":[1]}");
-    assert_int_equal(reading_decode_message(msg, strlen(msg), by, sizeof by, &b, &err), 0);
+    assert_int_equal(reading_decode_message(msg, strlen(msg), by, sizeof by, NULL, 0, &b, &err), 0);
     assert_null(b.v[0].tags_json);
     reading_batch_free(&b);
     free(msg);
@@ -1650,6 +1700,7 @@ int main(void)
         cmocka_unit_test_teardown(test_msg_accepts_every_parsed_timestamp, teardown),
         cmocka_unit_test_teardown(test_msg_init_rejects_bad_instance, teardown),
         cmocka_unit_test_teardown(test_msg_decode_by_buffer, teardown),
+        cmocka_unit_test_teardown(test_msg_request_ids, teardown),
         cmocka_unit_test_teardown(test_msg_decode_good_template, teardown),
         cmocka_unit_test_teardown(test_msg_decode_rejects_message, teardown),
         cmocka_unit_test_teardown(test_msg_decode_rejects_reading, teardown),
