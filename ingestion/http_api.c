@@ -1,5 +1,7 @@
 /* http_api.c -- the HTTP API of ingestion (v1): routes, validation, answers. */
 #include "http_api.h"
+#include "imetrics.h"
+#include "metrics.h"
 #include "log.h"
 #include "publisher.h"
 #include "ts.h"
@@ -35,9 +37,22 @@ struct pending {
     char rid[RID_MAX + 1];
 };
 
+/* The route label of a request's path for the metrics (NULL: other). */
+static const char *route_label(struct evhttp_request *req)
+{
+    static const char *const known[] = { "/v1/readings", "/", "/healthz", "/readyz",
+                                         "/metrics" };
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    for (size_t i = 0; path && i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(path, known[i]))
+            return known[i];
+    return NULL;
+}
+
 static void reply_json(struct http_api *api, struct evhttp_request *req, int code,
                        const char *reason, json_t *body)
 {
+    imetrics_response(route_label(req), code);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", "application/json");
     struct evbuffer *out = evbuffer_new();
@@ -73,6 +88,7 @@ static void publish_done(void *ctx, int ok, const char *why)
     struct pending *pd = ctx;
     if (ok) {
         log_debug("http.accepted", "rid=%s readings=%zu", pd->rid, pd->n);
+        imetrics_accepted(pd->n);
         reply_json(pd->api, pd->req, 202, "Accepted",
                    json_pack("{s:I}", "accepted", (json_int_t)pd->n));
     } else {
@@ -117,9 +133,10 @@ enum http_route http_api_route(const char *path, int method, const char **allow)
         *allow = "POST";
         return ROUTE_BAD_METHOD;
     }
-    if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz")) {
+    if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz") || !strcmp(path, "/metrics")) {
         if (get)
-            return path[1] == 'h' ? ROUTE_HEALTHZ : ROUTE_READYZ;
+            return path[1] == 'h' ? ROUTE_HEALTHZ : path[1] == 'r' ? ROUTE_READYZ
+                                                                   : ROUTE_METRICS;
         *allow = "GET, HEAD";
         return ROUTE_BAD_METHOD;
     }
@@ -176,6 +193,13 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
     /* Otherwise publish_done answers, perhaps already did: req is not ours. */
 }
 
+static void free_text(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct http_api *api = arg;
@@ -209,6 +233,28 @@ static void handle(struct evhttp_request *req, void *arg)
                    json_pack("{s:s,s:s,s:I,s:I}", "status", status, "broker",
                              up ? "up" : "down", "spool_bytes", (json_int_t)st.spool_bytes,
                              "unconfirmed_messages", (json_int_t)st.retained));
+        return;
+    }
+    case ROUTE_METRICS: {
+        struct publisher_stats st;
+        publisher_stats(api->pub, &st);
+        imetrics_set_state(publisher_connected(api->pub), st.spool_bytes,
+                           publisher_outstanding(api->pub), st.retained);
+        imetrics_response("/metrics", 200);
+        size_t len;
+        char *text = metrics_render(&len);
+        struct evbuffer *out = text ? evbuffer_new() : NULL;
+        if (!out) {
+            free(text);
+            reply_unavailable(api, req, "out of memory");
+            return;
+        }
+        evbuffer_add_reference(out, text, len, free_text, NULL);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "text/plain; version=0.0.4; charset=utf-8");
+        evhttp_send_reply(req, 200, "OK", out);
+        evbuffer_free(out);
+        api->requests++;
         return;
     }
     case ROUTE_BAD_METHOD:

@@ -31,6 +31,7 @@ enum http_route {
     ROUTE_LEGACY,          /* POST / */
     ROUTE_HEALTHZ,         /* GET|HEAD /healthz */
     ROUTE_READYZ,          /* GET|HEAD /readyz */
+    ROUTE_METRICS,         /* GET|HEAD /metrics (Prometheus text) */
     ROUTE_BAD_METHOD,      /* known path, wrong method: 405, *allow says what */
     ROUTE_NOT_FOUND        /* 404 */
 };

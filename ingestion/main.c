@@ -2,6 +2,7 @@
  * configuration, the event loop, the listener, signals and the drain. */
 #include "cfg.h"
 #include "http_api.h"
+#include "imetrics.h"
 #include "log.h"
 #include "publisher.h"
 #include "reading.h"
@@ -277,6 +278,7 @@ int main(int argc, char **argv)
     snprintf(topic, sizeof topic, "%s/%s", C.topic_prefix, instance);
     snprintf(stored_topic, sizeof stored_topic, "%s/%s", C.stored_prefix, instance);
     log_init("ingestion", instance, level);
+    imetrics_init();
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 

@@ -6,6 +6,7 @@
  * with event_active(); all request bookkeeping happens on the loop thread.
  * The lock is never held while calling paho (paho issue #1222). */
 #include "publisher.h"
+#include "imetrics.h"
 #include "log.h"
 #include "net.h"
 #include "spool.h"
@@ -175,6 +176,7 @@ static void on_connection_lost(void *ctx, char *cause)
     struct publisher *p = ctx;
     atomic_store(&p->connected, 0);
     atomic_store(&p->state, CONN_RECONNECTING);   /* paho reconnects by itself */
+    imetrics_connection_lost();
     log_warn("mqtt.connection_lost", "broker=%s cause=\"%s\"", p->cfg.url,
              cause ? cause : "unknown");
 }
@@ -306,6 +308,8 @@ static void retain(struct publisher *p, struct pub_msg *m)
  * or frees it (failed: its requests were told so). */
 static void msg_complete(struct publisher *p, struct pub_msg *m, int ok, const char *why)
 {
+    if (ok && m->first_us)
+        imetrics_publish_latency((double)(ts_mono_us() - m->first_us) / 1e6);
     for (size_t i = 0; i < m->nw; i++)
         m->w[i].done(m->w[i].ctx, ok, why);
     p->outstanding -= m->readings;

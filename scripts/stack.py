@@ -78,6 +78,7 @@ SERVICE_VARS = (
     "INGESTION_REPUBLISH_AFTER_S INGESTION_RETENTION_MAX_MIB MQTT_STORED_PREFIX "
     "INGESTION_MAX_UNCONFIRMED INGESTION_CONFIRM_WAIT_MS "
     "DATABASE_URL STORAGE_CLIENT_ID STORAGE_SHARE_GROUP STORAGE_SESSION_EXPIRY_S "
+    "STORAGE_HTTP_LISTEN STORAGE_HTTP_PORT "
     "SIM_URL SIM_SENSORS SIM_INTERVAL_S SIM_SEED SIM_COUNT SIM_DURATION_S "
     "SIM_RATE SIM_CONNECTIONS SIM_BATCH SIM_REPLAY SIM_MAX_ATTEMPTS "
     "SIM_ACCEPTED_LOG SIM_TAGS SIM_STATS_INTERVAL_S SIM_TIMEOUT_S SIM_DRAIN_S "
@@ -557,6 +558,11 @@ class Stack:
         return f"{scheme}://127.0.0.1:{self.ports.http}"
 
     @property
+    def storage_url(self):
+        """storage's HTTP listener: /metrics, /healthz, /readyz."""
+        return f"http://127.0.0.1:{self.ports.storage_http}"
+
+    @property
     def stats_url(self):
         """HAProxy's stats frontend: /stats and /metrics."""
         return f"http://127.0.0.1:{self.ports.stats}"
@@ -615,7 +621,9 @@ class Stack:
                     self.log_path("mosquitto"), env=self._env(), cwd=self.mq_dir),
             Service("storage", [self.bin_dir / "storage"], self.log_path("storage"),
                     env=self._env(DATABASE_URL=self.database_url, MQTT_URL=self.mqtt_url,
-                                  STORAGE_CLIENT_ID=STORAGE_CLIENT_ID),
+                                  STORAGE_CLIENT_ID=STORAGE_CLIENT_ID,
+                                  STORAGE_HTTP_LISTEN="127.0.0.1",
+                                  STORAGE_HTTP_PORT=p.storage_http or 0),
                     cwd=sd),
         ]
         for i, port in enumerate(p.ingestion, 1):
@@ -830,6 +838,10 @@ class Stack:
                 what, pat = "storage to connect (mosquitto log)", rf"New client connected .* as {cid} "
             self._wait(svc, what, lambda: self._mosquitto_log_has(log_offset, pat), t)
             self._wait(svc, "storage's migrations (table readings)", self._readings_table_exists, t)
+            if self.ports.storage_http is not None:
+                self._wait(svc, "storage GET /readyz = 200",
+                           lambda: http_get("127.0.0.1", self.ports.storage_http,
+                                            "/readyz")[0] == 200, t)
         elif svc.name.startswith("ingestion-"):
             port = self.ports.ingestion[int(svc.name.split("-")[1]) - 1]
             self._wait(svc, f"{svc.name} GET /readyz = 200",
@@ -1277,6 +1289,7 @@ def cmd_run(args):
         say("sensorflow is up")
         say(f"  API        {stack.api_url}  (HAProxy -> ingestion-1..{stack.replicas}; legacy POST /)")
         say(f"  replicas   127.0.0.1:{rng}  (GET /healthz, /readyz)")
+        say(f"  storage    {stack.storage_url}/metrics  (/healthz, /readyz)")
         say(f"  haproxy    {stack.stats_url}/stats, {stack.stats_url}/metrics")
         say(f"  broker     {stack.mqtt_url}")
         say(f"  database   {stack.database_url}  ->  make psql")

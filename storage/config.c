@@ -116,6 +116,10 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
           "storage is away" },
         { "log-level", "LOG_LEVEL", CFG_STR, &c->log_level_name,
           "info", 1, 16, "debug, info, warn or error" },
+        { "http-listen", "STORAGE_HTTP_LISTEN", CFG_STR, &c->http_listen,
+          "0.0.0.0", 1, 255, "address of the HTTP listener (/metrics, /healthz, /readyz)" },
+        { "http-port", "STORAGE_HTTP_PORT", CFG_INT, &c->http_port,
+          "8090", 0, 65535, "port of the HTTP listener; 0 = none" },
     };
     const size_t nopts = sizeof opts / sizeof opts[0];
 

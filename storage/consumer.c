@@ -3,6 +3,7 @@
 #include "log.h"
 #include "net.h"
 #include "reading.h"
+#include "smetrics.h"
 #include "ts.h"
 
 #include <MQTTAsync.h>
@@ -167,6 +168,7 @@ static int run_job(struct consumer *c, struct job *j)
         int rc = consumer_db_ensure(c->db, err, sizeof err);
         if (rc == DB_OK) {
             c->db_up = 1;
+            smetrics_db_state(1);
             err[0] = '\0';
             rc = attempt(c, j, err, sizeof err);
             if (rc != DB_RETRY) {
@@ -177,6 +179,7 @@ static int run_job(struct consumer *c, struct job *j)
         char qb[sizeof err];
         if (c->db_up && !db_is_up(c->db)) {
             c->db_up = 0;
+            smetrics_db_state(0);
             log_warn("db.connection_lost", "err=\"%s\"", storage_log_value(err, qb, sizeof qb));
         }
         atomic_fetch_add(&c->db_failures, 1);
@@ -198,6 +201,7 @@ static void dead_letter(struct consumer *c, const char *topic, const void *paylo
              storage_log_value(reason, qb, sizeof qb));
     if (run_job(c, &j) == DB_OK) {
         atomic_fetch_add(&c->dead_letters, 1);
+        smetrics_dead_letter();
         return;
     }
     /* Only a data-class error on dead_letters itself gets here (topic and
@@ -256,6 +260,7 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
                       storage_log_value(j.detail, qb, sizeof qb));
         else {
             atomic_fetch_add(&c->dead_letters, 1);
+            smetrics_dead_letter();
             log_warn("storage.readings_refused", "topic=%s refused=%ld of=%zu first=\"%s\" "
                      "msg=\"stored the others; the message is in dead_letters\"",
                      topic, j.res.rejected, c->batch.n,
@@ -264,6 +269,12 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
     }
     atomic_fetch_add(&c->inserted, (unsigned long long)j.res.inserted);
     atomic_fetch_add(&c->duplicates, (unsigned long long)j.res.duplicates);
+    int64_t newest = 0;
+    for (size_t i = 0; i < c->batch.n; i++)
+        if (c->batch.v[i].received_at_us > newest)
+            newest = c->batch.v[i].received_at_us;
+    smetrics_committed(j.res.inserted, j.res.duplicates, c->batch.n,
+                       (double)(ts_mono_us() - t1) / 1e6, newest);
     log_debug("storage.batch", "topic=%s by=%s readings=%zu inserted=%ld duplicates=%ld "
               "redelivered=%d decode_ms=%.1f store_ms=%.1f rids=%s", topic, by, c->batch.n,
               j.res.inserted, j.res.duplicates, dup, (double)(t1 - t0) / 1000.0,
@@ -373,6 +384,7 @@ static void on_subscribed(void *ctx, MQTTAsync_successData5 *r)
                  "messages can be lost\"", c->cfg->topic_filter, qos);
     else
         log_info("mqtt.subscribed", "filter=%s qos=%d", c->cfg->topic_filter, qos);
+    smetrics_subscribed(1);
     /* Tell every ingestion we are (again) subscribed: what the broker
      * dropped while no storage was (mosquitto does not persist shared
      * subscriptions over a restart) is then republished at once. */
@@ -419,6 +431,7 @@ static void on_connected(void *ctx, char *cause)
                  "messages queued while we were away are gone (broker restart without "
                  "persistence, kill -9, or session expiry)\"", c->cfg->client_id);
     c->was_connected = 1;
+    smetrics_mqtt_state(1);
     /* PUBACKs and confirmations are small: no Nagle delay on them (net.h). */
     net_nodelay_to_port(net_url_port(c->cfg->mqtt_url, 1883));
 
@@ -435,6 +448,7 @@ static void on_connected(void *ctx, char *cause)
 static void on_connection_lost(void *ctx, char *cause)
 {
     struct consumer *c = ctx;
+    smetrics_mqtt_state(0);
     log_warn("mqtt.connection_lost", "broker=%s cause=\"%s\" msg=\"reconnecting every %d..%d s\"",
              c->cfg->mqtt_url, cause ? cause : "unknown", RECONNECT_MIN_S, RECONNECT_MAX_S);
 }
@@ -479,6 +493,7 @@ struct consumer *consumer_create(const struct storage_config *cfg, struct db *db
     c->fatal_ctx = fatal_ctx;
     c->first_session_present = -1;
     c->db_up = 1;   /* the caller connected it before starting us */
+    smetrics_db_state(1);
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -7,7 +7,9 @@
 #include "config.h"
 #include "consumer.h"
 #include "db.h"
+#include "http.h"
 #include "log.h"
+#include "smetrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -118,6 +120,7 @@ int main(int argc, char **argv)
     struct storage_config cfg;
     struct db *db = NULL;
     struct consumer *consumer = NULL;
+    struct shttp *http = NULL;
     struct consumer_stats st = { 0 };
     char err[512];
     char why = 0;
@@ -133,13 +136,21 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("storage", cfg.client_id, cfg.log_level);
+    smetrics_init();
     if (setup_signals(err, sizeof err) < 0) {
         log_error("storage.start_failed", "err=\"%s\"", err);
         return 1;
     }
+    /* Up before the database is: /healthz answers and /readyz says why not. */
+    if (cfg.http_port && !(http = shttp_start(cfg.http_listen, (int)cfg.http_port, err,
+                                              sizeof err))) {
+        log_error("storage.start_failed", "err=\"%s\"", err);
+        return 1;
+    }
     log_info("storage.starting", "broker=%s filter=%s client_id=%s session_expiry_s=%ld "
-             "migrations=%zu", cfg.mqtt_url, cfg.topic_filter, cfg.client_id,
-             cfg.session_expiry_s, storage_migrations_count);
+             "migrations=%zu http=%s:%ld", cfg.mqtt_url, cfg.topic_filter, cfg.client_id,
+             cfg.session_expiry_s, storage_migrations_count, cfg.http_port ? cfg.http_listen : "-",
+             cfg.http_port);
 
     if (!(db = db_create(cfg.database_url, cfg.client_id))) {
         log_error("storage.start_failed", "err=\"out of memory\"");
@@ -183,6 +194,7 @@ out:
         consumer_destroy(consumer);   /* no callback runs after this: db is ours */
     }
     db_destroy(db);
+    shttp_stop(http);
     log_info("storage.stopped", "status=%d messages=%llu inserted=%llu duplicates=%llu "
              "rejected=%llu dead_letters=%llu db_failures=%llu", status, st.messages,
              st.readings_inserted, st.readings_duplicate, st.readings_rejected,
