@@ -9,6 +9,8 @@
 #ifndef SF_LOG_H
 #define SF_LOG_H
 
+#include <stddef.h>
+
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 /* Parses "debug", "info", "warn" or "error". Returns 0, or -1 if unknown. */
@@ -16,6 +18,22 @@ int log_level_parse(const char *name, enum log_level *out);
 
 /* Sets the service, instance (both copied) and minimum level. */
 void log_init(const char *service, const char *instance, enum log_level min);
+
+/* LOG_FORMAT: "text" (the line above) or "json", one object per line for
+ * log shippers:
+ *   {"ts":"2026-11-22T10:00:00.123Z","level":"info","service":"ingestion",
+ *    "instance":"ingestion-1","event":"mqtt.connected","broker":"tcp://..."}
+ * The key=value fields become string members (a quoted value loses its
+ * quotes); text that is not key=value goes into "extra".
+ * Returns 0, or -1 when name is neither (nothing changes then). */
+int log_set_format(const char *name);
+
+/* The JSON form of one line (what log_emit writes in json format, without
+ * the newline), into out (always NUL-terminated). Returns the length, cut
+ * at outlen - 1. For tests; log_emit calls it. */
+size_t log_json_line(char *out, size_t outlen, const char *ts, const char *level,
+                     const char *service, const char *instance, const char *event,
+                     const char *fields);
 
 /* Changes the instance shown on every later line (copied). */
 void log_set_instance(const char *instance);

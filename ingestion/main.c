@@ -31,6 +31,7 @@ static const char SUMMARY[] =
 
 struct config {
     const char *listen, *instance, *mqtt_url, *topic_prefix, *stored_prefix, *log_level;
+    const char *log_format;
     const char *spool_dir;
     long spool_max_mib;
     long port, max_body, max_readings, max_future_s, idle_timeout_s, drain_timeout_s;
@@ -95,6 +96,8 @@ static const struct cfg_opt OPTIONS[] = {
       "Retry-After of 503 answers (seconds)" },
     { "log-level", "LOG_LEVEL", CFG_STR, &C.log_level, "info", 1, 5,
       "debug, info, warn or error" },
+    { "log-format", "LOG_FORMAT", CFG_STR, &C.log_format, "text", 1, 8,
+      "text (one line per event, key=value) or json (one object per line)" },
 };
 #define NOPTIONS (sizeof OPTIONS / sizeof OPTIONS[0])
 
@@ -256,6 +259,11 @@ int main(int argc, char **argv)
     if (log_level_parse(C.log_level, &level) < 0) {
         fprintf(stderr, "ingestion: LOG_LEVEL (--log-level): '%s' is not debug, info, warn "
                         "or error\n", C.log_level);
+        return 2;
+    }
+    if (log_set_format(C.log_format) < 0) {
+        fprintf(stderr, "ingestion: LOG_FORMAT (--log-format): '%s' is not text or json\n",
+                C.log_format);
         return 2;
     }
     if (*C.instance) {

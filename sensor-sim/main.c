@@ -54,6 +54,7 @@ struct config {
     double timeout_s;
     double drain_s;
     const char *log_level;
+    const char *log_format;
 };
 
 static struct config C;
@@ -93,6 +94,8 @@ static const struct cfg_opt OPTS[] = {
       "after a signal or --duration, wait this long for outstanding readings" },
     { "log-level", "LOG_LEVEL", CFG_STR, &C.log_level, "info", 1, 16,
       "debug, info, warn or error" },
+    { "log-format", "LOG_FORMAT", CFG_STR, &C.log_format, "text", 1, 8,
+      "text (one line per event, key=value) or json (one object per line)" },
 };
 #define NOPTS (sizeof OPTS / sizeof OPTS[0])
 
@@ -354,6 +357,11 @@ int main(int argc, char **argv)
     if (log_level_parse(C.log_level, &level) != 0) {
         fprintf(stderr, "sensor-sim: LOG_LEVEL (--log-level): \"%s\" is not debug, info, warn or error\n",
                 C.log_level);
+        return 2;
+    }
+    if (log_set_format(C.log_format) < 0) {
+        fprintf(stderr, "sensor-sim: LOG_FORMAT (--log-format): \"%s\" is not text or json\n",
+                C.log_format);
         return 2;
     }
     if (payload_tags(C.tags, &a.tags, err, sizeof err) != 0) {

@@ -116,6 +116,8 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
           "storage is away" },
         { "log-level", "LOG_LEVEL", CFG_STR, &c->log_level_name,
           "info", 1, 16, "debug, info, warn or error" },
+        { "log-format", "LOG_FORMAT", CFG_STR, &c->log_format, "text", 1, 8,
+          "text (one line per event, key=value) or json (one object per line)" },
         { "http-listen", "STORAGE_HTTP_LISTEN", CFG_STR, &c->http_listen,
           "0.0.0.0", 1, 255, "address of the HTTP listener (/metrics, /healthz, /readyz)" },
         { "http-port", "STORAGE_HTTP_PORT", CFG_INT, &c->http_port,
@@ -133,6 +135,11 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
     if (log_level_parse(c->log_level_name, &c->log_level) < 0) {
         snprintf(err, errlen, "LOG_LEVEL (--log-level): '%s' is not one of "
                  "debug, info, warn, error", c->log_level_name);
+        return STORAGE_CONFIG_ERR;
+    }
+    if (strcmp(c->log_format, "text") && strcmp(c->log_format, "json")) {
+        snprintf(err, errlen, "LOG_FORMAT (--log-format): '%s' is not text or json",
+                 c->log_format);
         return STORAGE_CONFIG_ERR;
     }
     /* Debian's libpaho-mqtt3a is built without TLS, so only plain TCP works. */

@@ -18,6 +18,7 @@ struct storage_config {
     const char *client_id_opt;  /* as configured: "" means the default */
     long session_expiry_s;
     const char *log_level_name;
+    const char *log_format;     /* "text" or "json" */
     const char *http_listen;    /* /metrics, /healthz, /readyz */
     long http_port;             /* 0: no HTTP listener */
 

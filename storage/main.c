@@ -136,6 +136,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("storage", cfg.client_id, cfg.log_level);
+    log_set_format(cfg.log_format);   /* checked by storage_config_load */
     smetrics_init();
     if (setup_signals(err, sizeof err) < 0) {
         log_error("storage.start_failed", "err=\"%s\"", err);
