@@ -157,3 +157,33 @@ void cfg_usage(FILE *out, const char *prog, const char *summary,
                 o->flag, o->env, type_name(o->type), range, o->def, "", o->help);
     }
 }
+
+int cfg_read_secret(const char *path, char *out, size_t outlen, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = -1;
+    if (!fgets(out, (int)outlen, f)) {
+        snprintf(err, errlen, "%s: empty", path);
+        goto out;
+    }
+    size_t n = strcspn(out, "\r\n");
+    if (out[n] == '\0' && !feof(f) && fgetc(f) != EOF) {
+        snprintf(err, errlen, "%s: longer than %zu bytes", path, outlen - 1);
+        goto out;
+    }
+    out[n] = '\0';
+    if (n == 0) {
+        snprintf(err, errlen, "%s: empty first line", path);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc < 0)
+        memset(out, 0, outlen);
+    fclose(f);
+    return rc;
+}

@@ -42,6 +42,12 @@ enum { CFG_OK = 0, CFG_HELP = 1, CFG_ERR = -1 };
 int cfg_load(const struct cfg_opt *opts, size_t n, int argc, char **argv,
              const char *prog, const char *summary, char *err, size_t errlen);
 
+/* Reads a secret (a password) from the file at path: its first line, without
+ * the newline, into out. Returns 0, or -1 with a message naming the file in
+ * err (unreadable, empty, or longer than outlen - 1). The secret itself is
+ * never put in err. */
+int cfg_read_secret(const char *path, char *out, size_t outlen, char *err, size_t errlen);
+
 /* Writes the usage: summary, then one line per option with its flag,
  * variable, default, bounds and help. */
 void cfg_usage(FILE *out, const char *prog, const char *summary,

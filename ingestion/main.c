@@ -32,6 +32,7 @@ static const char SUMMARY[] =
 struct config {
     const char *listen, *instance, *mqtt_url, *topic_prefix, *stored_prefix, *log_level;
     const char *log_format;
+    const char *mqtt_username, *mqtt_password, *mqtt_password_file;
     const char *spool_dir;
     long spool_max_mib;
     long port, max_body, max_readings, max_future_s, idle_timeout_s, drain_timeout_s;
@@ -51,6 +52,12 @@ static const struct cfg_opt OPTIONS[] = {
       "this replica's name in logs and rows ([A-Za-z0-9._:-]); empty = <hostname>-<pid>" },
     { "mqtt-url", "MQTT_URL", CFG_STR, &C.mqtt_url, "tcp://127.0.0.1:1883", 1, 255,
       "MQTT broker" },
+    { "mqtt-username", "MQTT_USERNAME", CFG_STR, &C.mqtt_username, "", 0, 128,
+      "MQTT user name; empty = anonymous" },
+    { "mqtt-password", "MQTT_PASSWORD", CFG_STR, &C.mqtt_password, "", 0, 256,
+      "MQTT password (prefer MQTT_PASSWORD_FILE: the environment is visible in /proc)" },
+    { "mqtt-password-file", "MQTT_PASSWORD_FILE", CFG_STR, &C.mqtt_password_file, "", 0, 4096,
+      "file whose first line is the MQTT password (wins over MQTT_PASSWORD)" },
     { "topic-prefix", "MQTT_TOPIC_PREFIX", CFG_STR, &C.topic_prefix,
       "sensorflow/v1/readings", 1, 128,
       "readings are published to <prefix>/<instance-id>" },
@@ -308,8 +315,18 @@ int main(int argc, char **argv)
     } else {
         snprintf(spool_dir, sizeof spool_dir, "-");
     }
+    char mqtt_password[257];
+    snprintf(mqtt_password, sizeof mqtt_password, "%s", C.mqtt_password);
+    if (*C.mqtt_password_file &&
+        cfg_read_secret(C.mqtt_password_file, mqtt_password, sizeof mqtt_password, err,
+                        sizeof err) < 0) {
+        log_error("startup.failed", "reason=\"MQTT_PASSWORD_FILE: %s\"", err);
+        goto out;
+    }
     struct publisher_config pc = {
         .url = C.mqtt_url,
+        .username = C.mqtt_username,
+        .password = mqtt_password,
         .client_id = client_id,
         .topic = topic,
         .instance = instance,

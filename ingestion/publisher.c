@@ -54,6 +54,7 @@ enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_UP, CONN_RECONNECTING };
 struct publisher {
     struct publisher_config cfg;
     char *client_id, *topic, *instance, *stored_topic, *online_topic;
+    char *username, *password;   /* NULL: anonymous */
     MQTTAsync client;
     struct event_base *base;
     struct event *flush_ev;      /* zero timeout: end of this loop turn */
@@ -185,8 +186,13 @@ static void on_connect_fail(void *ctx, MQTTAsync_failureData5 *resp)
 {
     struct publisher *p = ctx;
     atomic_store(&p->state, CONN_IDLE);           /* the tick tries again */
-    log_warn("mqtt.connect_failed", "broker=%s rc=%d reason=\"%s\"", p->cfg.url,
-             resp ? resp->code : 0, resp && resp->message ? resp->message : "unreachable");
+    /* A refused CONNACK names its reason (bad user name or password, not
+     * authorized): the operator's fix is in the credentials, not the network. */
+    log_warn("mqtt.connect_failed", "broker=%s rc=%d reason=\"%s\" user=%s", p->cfg.url,
+             resp ? resp->code : 0,
+             resp && resp->reasonCode ? MQTTReasonCode_toString(resp->reasonCode)
+             : resp && resp->message ? resp->message : "unreachable",
+             p->username ? p->username : "-");
 }
 
 static int hexval(char c)
@@ -405,6 +411,8 @@ static void start_connect(struct publisher *p)
     co.connectTimeout = 5;
     co.onFailure5 = on_connect_fail;
     co.context = p;
+    co.username = p->username;
+    co.password = p->password;
     atomic_store(&p->state, CONN_CONNECTING);
     int rc = MQTTAsync_connect(p->client, &co);
     if (rc != MQTTASYNC_SUCCESS) {
@@ -725,6 +733,14 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
     p->topic = strdup(cfg->topic);
     p->instance = strdup(cfg->instance);
     p->stored_topic = strdup(cfg->stored_topic);
+    if (cfg->username && *cfg->username) {
+        p->username = strdup(cfg->username);
+        p->password = strdup(cfg->password ? cfg->password : "");
+        if (!p->username || !p->password) {
+            snprintf(err, errlen, "out of memory");
+            goto err;
+        }
+    }
     /* <prefix>/@online next to <prefix>/<instance>: '@' is in no instance id. */
     const char *slash = strrchr(cfg->stored_topic, '/');
     size_t plen = slash ? (size_t)(slash - cfg->stored_topic) : 0;
@@ -917,6 +933,11 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
         event_free(p->hold_ev);
     pthread_mutex_destroy(&p->lock);
     free(p->client_id);
+    free(p->username);
+    if (p->password) {   /* not left behind in freed memory */
+        explicit_bzero(p->password, strlen(p->password));
+        free(p->password);
+    }
     free(p->topic);
     free(p->instance);
     free(p);

@@ -30,6 +30,8 @@ struct publisher;
 struct publisher_config {
     const char *url;             /* tcp://host:port */
     const char *client_id;       /* unique per process */
+    const char *username;        /* "" or NULL: anonymous */
+    const char *password;        /* with username; copied */
     const char *topic;           /* where every message goes */
     const char *instance;        /* the "by" of each message */
     size_t max_message_bytes;    /* flush a message once it is this big */

@@ -85,6 +85,30 @@ static int ports_valid(const char *list)
     }
 }
 
+/* A conninfo libpq can parse, with valid ports. Returns 0, or -1 with err
+ * naming the setting (never the value: it may hold a password). */
+static int check_conninfo(const char *value, const char *name, char *err, size_t errlen)
+{
+    char *perr = NULL;
+    PQconninfoOption *ci = PQconninfoParse(value, &perr);
+    if (!ci) {
+        size_t n = perr ? strcspn(perr, "\n") : 0;
+        snprintf(err, errlen, "%s: %.*s", name, (int)n, perr ? perr : "out of memory");
+        PQfreemem(perr);
+        return -1;
+    }
+    const char *bad_port = NULL;
+    for (const PQconninfoOption *o = ci; o->keyword; o++)
+        if (!strcmp(o->keyword, "port") && o->val && !ports_valid(o->val))
+            bad_port = "port must be 1..65535 (or a comma-separated list of them)";
+    PQconninfoFree(ci);
+    if (bad_port) {
+        snprintf(err, errlen, "%s: %s", name, bad_port);
+        return -1;
+    }
+    return 0;
+}
+
 int storage_config_load(struct storage_config *c, int argc, char **argv,
                         char *err, size_t errlen)
 {
@@ -94,8 +118,17 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
         { "database-url", "DATABASE_URL", CFG_STR, &c->database_url,
           "postgresql://sensorflow@127.0.0.1:5432/sensorflow", 1, 4096,
           "libpq connection URI or key=value conninfo" },
+        { "database-owner-url", "DATABASE_OWNER_URL", CFG_STR, &c->database_owner_url, "", 0,
+          4096, "connection of the role that owns the tables: migrations run with it, then "
+          "grant DATABASE_URL's role INSERT; empty = migrate over DATABASE_URL" },
         { "mqtt-url", "MQTT_URL", CFG_STR, &c->mqtt_url,
           "tcp://127.0.0.1:1883", 7, 1024, "MQTT broker, tcp://host:port" },
+        { "mqtt-username", "MQTT_USERNAME", CFG_STR, &c->mqtt_username, "", 0, 128,
+          "MQTT user name; empty = anonymous" },
+        { "mqtt-password", "MQTT_PASSWORD", CFG_STR, &c->mqtt_password_opt, "", 0, 256,
+          "MQTT password (prefer MQTT_PASSWORD_FILE: the environment is visible in /proc)" },
+        { "mqtt-password-file", "MQTT_PASSWORD_FILE", CFG_STR, &c->mqtt_password_file, "", 0,
+          4096, "file whose first line is the MQTT password (wins over MQTT_PASSWORD)" },
         { "topic-prefix", "MQTT_TOPIC_PREFIX", CFG_STR, &c->topic_prefix,
           "sensorflow/v1/readings", 1, 200,
           "ingestion publishes to <prefix>/<instance>" },
@@ -151,24 +184,11 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
     /* Parse without connecting, so a typo fails now with exit 2 instead of
      * being retried forever as if the database were down. The URL is not
      * echoed: it may hold a password. */
-    char *perr = NULL;
-    PQconninfoOption *ci = PQconninfoParse(c->database_url, &perr);
-    if (!ci) {
-        size_t n = perr ? strcspn(perr, "\n") : 0;
-        snprintf(err, errlen, "DATABASE_URL (--database-url): %.*s", (int)n,
-                 perr ? perr : "out of memory");
-        PQfreemem(perr);
+    if (check_conninfo(c->database_url, "DATABASE_URL (--database-url)", err, errlen) < 0 ||
+        (*c->database_owner_url &&
+         check_conninfo(c->database_owner_url, "DATABASE_OWNER_URL (--database-owner-url)", err,
+                        errlen) < 0))
         return STORAGE_CONFIG_ERR;
-    }
-    const char *bad_port = NULL;
-    for (const PQconninfoOption *o = ci; o->keyword; o++)
-        if (!strcmp(o->keyword, "port") && o->val && !ports_valid(o->val))
-            bad_port = "port must be 1..65535 (or a comma-separated list of them)";
-    PQconninfoFree(ci);
-    if (bad_port) {
-        snprintf(err, errlen, "DATABASE_URL (--database-url): %s", bad_port);
-        return STORAGE_CONFIG_ERR;
-    }
     if (storage_topic_filter(c->share_group, c->topic_prefix, c->topic_filter,
                              sizeof c->topic_filter, err, errlen) < 0)
         return STORAGE_CONFIG_ERR;
@@ -180,6 +200,15 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
         snprintf(err, errlen, "MQTT_STORED_PREFIX (--stored-prefix): '%s' must have no "
                  "wildcard and not lie under MQTT_TOPIC_PREFIX", c->stored_prefix);
         return STORAGE_CONFIG_ERR;
+    }
+    snprintf(c->mqtt_password, sizeof c->mqtt_password, "%s", c->mqtt_password_opt);
+    if (*c->mqtt_password_file) {
+        char e[300];
+        if (cfg_read_secret(c->mqtt_password_file, c->mqtt_password, sizeof c->mqtt_password,
+                            e, sizeof e) < 0) {
+            snprintf(err, errlen, "MQTT_PASSWORD_FILE (--mqtt-password-file): %s", e);
+            return STORAGE_CONFIG_ERR;
+        }
     }
     if (storage_client_id(c->client_id_opt, NULL, c->client_id, sizeof c->client_id) < 0) {
         snprintf(err, errlen, "STORAGE_CLIENT_ID (--client-id): the default "

@@ -11,7 +11,10 @@
 
 struct storage_config {
     const char *database_url;   /* libpq conninfo or URI; checked */
+    const char *database_owner_url;  /* "" or the tables' owner: migrations run with it */
     const char *mqtt_url;
+    const char *mqtt_username;  /* "": anonymous */
+    const char *mqtt_password_opt, *mqtt_password_file;
     const char *topic_prefix;   /* no trailing '/', no wildcard */
     const char *stored_prefix;  /* confirmations go to <stored_prefix>/<by> */
     const char *share_group;
@@ -31,6 +34,7 @@ struct storage_config {
      * container gets a new one and leaves its old session behind). */
     char client_id[STORAGE_CLIENT_ID_MAX + 1];
     char topic_filter[512];     /* "$share/<group>/<prefix>/#" */
+    char mqtt_password[257];    /* from MQTT_PASSWORD_FILE, else MQTT_PASSWORD */
     enum log_level log_level;
 };
 

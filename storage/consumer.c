@@ -368,8 +368,10 @@ static void on_connect_ok(void *ctx, MQTTAsync_successData5 *r)
 static void on_connect_failed(void *ctx, MQTTAsync_failureData5 *r)
 {
     struct consumer *c = ctx;
-    log_warn("mqtt.connect_failed", "broker=%s code=%d reason=%d msg=\"%s; retrying every "
-             "%d..%d s\"", c->cfg->mqtt_url, r->code, (int)r->reasonCode,
+    log_warn("mqtt.connect_failed", "broker=%s code=%d reason=\"%s\" user=%s msg=\"%s; "
+             "retrying every %d..%d s\"", c->cfg->mqtt_url, r->code,
+             r->reasonCode ? MQTTReasonCode_toString(r->reasonCode) : "-",
+             *c->cfg->mqtt_username ? c->cfg->mqtt_username : "-",
              r->message ? r->message : MQTTAsync_strerror(r->code), RECONNECT_MIN_S,
              RECONNECT_MAX_S);
 }
@@ -549,6 +551,10 @@ int consumer_start(struct consumer *c, char *err, size_t errlen)
     co.onSuccess5 = on_connect_ok;
     co.onFailure5 = on_connect_failed;
     co.context = c;
+    if (*c->cfg->mqtt_username) {
+        co.username = c->cfg->mqtt_username;
+        co.password = c->cfg->mqtt_password;
+    }
     rc = MQTTAsync_connect(c->client, &co);
     MQTTProperties_free(&props);
     if (rc != MQTTASYNC_SUCCESS) {

@@ -18,10 +18,12 @@
 #define OID_BYTEA 17
 
 #define DEAD_REASON_MAX 2000
+#define NAMEDATALEN_MAX 63   /* PostgreSQL's longest identifier */
 
 struct db {
     PGconn *conn;
     char *conninfo;
+    char *owner_conninfo;   /* NULL: migrations run over conninfo */
     char *appname;
     struct rowbuf copy;   /* COPY text of the current batch, reused */
 };
@@ -123,13 +125,18 @@ static long cmd_tuples(PGresult *res)
 
 /* --- lifecycle -------------------------------------------------------------- */
 
-struct db *db_create(const char *conninfo, const char *application_name)
+struct db *db_create(const char *conninfo, const char *owner_conninfo,
+                     const char *application_name)
 {
     struct db *db = calloc(1, sizeof *db);
     if (!db)
         return NULL;
     db->conninfo = strdup(conninfo);
     db->appname = strdup(application_name);
+    if (owner_conninfo && *owner_conninfo && !(db->owner_conninfo = strdup(owner_conninfo))) {
+        db_destroy(db);
+        return NULL;
+    }
     if (!db->conninfo || !db->appname) {
         db_destroy(db);
         return NULL;
@@ -150,6 +157,7 @@ void db_destroy(struct db *db)
     disconnect(db);
     rowbuf_free(&db->copy);
     free(db->conninfo);
+    free(db->owner_conninfo);
     free(db->appname);
     free(db);
 }
@@ -168,7 +176,9 @@ static void drop_notice(void *arg, const char *message)
     (void)message;
 }
 
-static int connect_db(struct db *db, struct db_ensure_info *info, char *err, size_t errlen)
+/* A new connection to conninfo with our settings, or NULL with err set. */
+static PGconn *open_conn(const struct db *db, const char *conninfo, const char *what,
+                         char *err, size_t errlen)
 {
     /* Later keywords win. Ours come before dbname (the expanded conninfo),
      * so DATABASE_URL can override them, except client_encoding: COPY text
@@ -179,21 +189,29 @@ static int connect_db(struct db *db, struct db_ensure_info *info, char *err, siz
         "keepalives_count", "tcp_user_timeout", "dbname", "client_encoding", NULL
     };
     const char *const vals[] = {
-        db->appname, "10", "10", "5", "3", "10000", db->conninfo, "UTF8", NULL
+        db->appname, "10", "10", "5", "3", "10000", conninfo, "UTF8", NULL
     };
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    if (!conn) {
+        snprintf(err, errlen, "%s: out of memory", what);
+        return NULL;
+    }
+    if (PQstatus(conn) != CONNECTION_OK) {
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "%s: ", what);
+        one_line(err, errlen, prefix, PQerrorMessage(conn));
+        PQfinish(conn);
+        return NULL;
+    }
+    PQsetNoticeProcessor(conn, drop_notice, NULL);
+    return conn;
+}
 
+static int connect_db(struct db *db, struct db_ensure_info *info, char *err, size_t errlen)
+{
     disconnect(db);
-    db->conn = PQconnectdbParams(keys, vals, 1);
-    if (!db->conn) {
-        snprintf(err, errlen, "connect: out of memory");
+    if (!(db->conn = open_conn(db, db->conninfo, "connect", err, errlen)))
         return DB_RETRY;
-    }
-    if (PQstatus(db->conn) != CONNECTION_OK) {
-        one_line(err, errlen, "connect: ", PQerrorMessage(db->conn));
-        disconnect(db);
-        return DB_RETRY;
-    }
-    PQsetNoticeProcessor(db->conn, drop_notice, NULL);
     info->server_version = PQserverVersion(db->conn);
     snprintf(info->where, sizeof info->where, "host=%s port=%s dbname=%s user=%s",
              PQhost(db->conn), PQport(db->conn), PQdb(db->conn), PQuser(db->conn));
@@ -308,6 +326,56 @@ out:
     return rc;
 }
 
+/* What storage's own role may do, and nothing more: insert rows and dead
+ * letters (INSERT ... ON CONFLICT DO NOTHING without a conflict target
+ * needs no other right; the stage table is its session's TEMP table). The owner grants it after every
+ * migration run, so a new table gets its grant with the migration that
+ * makes it. */
+static int grant_writer(struct db *db, const char *role, char *err, size_t errlen)
+{
+    char *id = PQescapeIdentifier(db->conn, role, strlen(role));
+    if (!id) {
+        one_line(err, errlen, "grant: ", PQerrorMessage(db->conn));
+        return DB_RETRY;
+    }
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "GRANT USAGE ON SCHEMA public TO %s;"
+             "GRANT INSERT ON readings, dead_letters TO %s;"
+             "GRANT USAGE ON SEQUENCE dead_letters_id_seq TO %s", id, id, id);
+    PQfreemem(id);
+    PGresult *res = PQexec(db->conn, sql);
+    int rc = DB_OK;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        one_line(err, errlen, "grant to storage's role: ", PQresultErrorMessage(res));
+        rc = migration_failure(db, res);
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* DATABASE_OWNER_URL: the migrations and the grants run over a connection
+ * of the owner role, closed right after; storage's own connection (db->conn,
+ * already up) then only ever inserts. */
+static int migrate_as_owner(struct db *db, db_event_fn *on_event, void *ctx,
+                            struct db_ensure_info *info, char *err, size_t errlen)
+{
+    PGconn *writer = db->conn;
+    char role[NAMEDATALEN_MAX + 1];
+    snprintf(role, sizeof role, "%s", PQuser(writer));
+    if (!(db->conn = open_conn(db, db->owner_conninfo, "connect as owner (DATABASE_OWNER_URL)",
+                               err, errlen))) {
+        db->conn = writer;
+        return DB_RETRY;
+    }
+    int rc = migrate(db, on_event, ctx, info, err, errlen);
+    if (rc == DB_OK)
+        rc = grant_writer(db, role, err, errlen);
+    PQfinish(db->conn);
+    db->conn = writer;
+    return rc;
+}
+
 int db_ensure(struct db *db, db_event_fn *on_event, void *ctx,
               struct db_ensure_info *info, char *err, size_t errlen)
 {
@@ -325,12 +393,16 @@ int db_ensure(struct db *db, db_event_fn *on_event, void *ctx,
         return rc;
     if (on_event)
         on_event(ctx, info, NULL);
-    if ((rc = migrate(db, on_event, ctx, info, err, errlen)) != DB_OK)
+    if (db->owner_conninfo)
+        rc = migrate_as_owner(db, on_event, ctx, info, err, errlen);
+    else
+        rc = migrate(db, on_event, ctx, info, err, errlen);
+    if (rc != DB_OK)
         goto fail;
     /* Per session: COPY cannot do ON CONFLICT, so batches go through this
      * stage table, emptied by every COMMIT. */
     rc = exec_cmd(db,
-                  "CREATE TEMP TABLE readings_stage (LIKE readings INCLUDING DEFAULTS)"
+                  "CREATE TEMP TABLE readings_stage (" ROWFMT_STAGE_COLUMNS ")"
                   " ON COMMIT DELETE ROWS",
                   "create stage table", err, errlen);
     if (rc != DB_OK)
@@ -409,7 +481,10 @@ int db_store_batch(struct db *db, const struct reading_batch *b, const char *ing
     PGresult *r = PQexec(db->conn,
                          "INSERT INTO readings (" ROWFMT_COLUMNS ")"
                          " SELECT " ROWFMT_COLUMNS " FROM readings_stage"
-                         " ON CONFLICT (sensor_id, type, ts) DO NOTHING");
+                         /* No conflict target: the primary key is the only
+                          * unique index, and a target would need SELECT on
+                          * its columns, which storage's role has not. */
+                         " ON CONFLICT DO NOTHING");
     if (PQresultStatus(r) == PGRES_COMMAND_OK) {
         res->inserted = cmd_tuples(r);
         rc = DB_OK;
@@ -460,7 +535,7 @@ static int store_one(struct db *db, const struct reading *r, const char *by,
     PGresult *res = PQexecParams(db->conn,
                                  "INSERT INTO readings (" ROWFMT_COLUMNS ")"
                                  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                                 " ON CONFLICT (sensor_id, type, ts) DO NOTHING",
+                                 " ON CONFLICT DO NOTHING",
                                  ROWFMT_NCOLS, NULL, p.values, NULL, NULL, 0);
     if (PQresultStatus(res) == PGRES_COMMAND_OK) {
         *inserted += cmd_tuples(res);

@@ -28,9 +28,13 @@ enum db_status {
 };
 
 /* Creates a handle; does not connect. conninfo is a libpq URI or key=value
- * string (copied); application_name is what pg_stat_activity shows unless
- * conninfo sets one. Returns NULL on out of memory. */
-struct db *db_create(const char *conninfo, const char *application_name);
+ * string (copied); owner_conninfo (NULL or "": none) is the connection of
+ * the role that owns the tables: when given, the migrations run over it and
+ * then grant conninfo's role what storing needs, so conninfo's role can be
+ * one that may only INSERT. application_name is what pg_stat_activity shows
+ * unless conninfo sets one. Returns NULL on out of memory. */
+struct db *db_create(const char *conninfo, const char *owner_conninfo,
+                     const char *application_name);
 
 /* Closes the connection (PQfinish) and frees everything; NULL is fine. */
 void db_destroy(struct db *db);

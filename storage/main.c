@@ -153,7 +153,7 @@ int main(int argc, char **argv)
              cfg.session_expiry_s, storage_migrations_count, cfg.http_port ? cfg.http_listen : "-",
              cfg.http_port);
 
-    if (!(db = db_create(cfg.database_url, cfg.client_id))) {
+    if (!(db = db_create(cfg.database_url, cfg.database_owner_url, cfg.client_id))) {
         log_error("storage.start_failed", "err=\"out of memory\"");
         goto out;
     }

@@ -13,6 +13,13 @@
 #define ROWFMT_COLUMNS \
     "sensor_id, type, ts, value, unit, raw_value, raw_unit, tags, received_at, ingested_by"
 #define ROWFMT_NCOLS 10
+/* The same columns with their types, for the per-session stage table (not
+ * LIKE readings: that needs SELECT on readings, which storage's role has
+ * not). Keep in step with ROWFMT_COLUMNS and the migrations. */
+#define ROWFMT_STAGE_COLUMNS \
+    "sensor_id text, type text, ts timestamptz, value double precision, unit text, " \
+    "raw_value double precision, raw_unit text, tags jsonb, received_at timestamptz, " \
+    "ingested_by text"
 
 /* A growing byte buffer. Zero-initialise. An allocation failure is sticky:
  * later appends do nothing and oom stays set, so a whole batch can be

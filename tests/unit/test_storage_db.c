@@ -60,7 +60,7 @@ static void test_system_errors_are_retried(void **state)
 static void test_unconnected_handle(void **state)
 {
     (void)state;
-    struct db *db = db_create("postgresql://nobody@127.0.0.1:1/none", "test");
+    struct db *db = db_create("postgresql://nobody@127.0.0.1:1/none", NULL, "test");
     assert_non_null(db);
     assert_int_equal(db_is_up(db), 0);
 
@@ -79,7 +79,7 @@ static void test_unreachable_server_is_retry(void **state)
 {
     (void)state;
     /* Port 1 on loopback: refused at once, no server needed. */
-    struct db *db = db_create("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", "test");
+    struct db *db = db_create("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", NULL, "test");
     struct db_ensure_info info;
     char err[512];
     assert_int_equal(db_ensure(db, NULL, NULL, &info, err, sizeof err), DB_RETRY);
