@@ -60,9 +60,14 @@ class Project:
         self.cmd = compose_cmd() + ["-p", self.name, "-f", str(COMPOSE_FILE)]
         self.http_port = free_port()
         self.env = {k: v for k, v in os.environ.items()
-                    if not (k.startswith(("SIM_", "INGESTION_", "STORAGE_", "POSTGRES_"))
-                            or k in ("HTTP_PORT", "HTTP_BIND", "LOG_LEVEL"))}
-        self.env.update(HTTP_PORT=str(self.http_port), POSTGRES_PASSWORD=secrets.token_hex(12),
+                    if not (k.startswith(("SIM_", "INGESTION_", "STORAGE_", "POSTGRES_", "MQTT_",
+                                          "PG_", "RATE_LIMIT", "HAPROXY_"))
+                            or k in ("HTTP_PORT", "HTTP_BIND", "LOG_LEVEL", "LOG_FORMAT"))}
+        # Every password compose needs, fresh for this project.
+        self.env.update({k: secrets.token_hex(12) for k in (
+            "POSTGRES_PASSWORD", "PG_OWNER_PASSWORD", "PG_STORAGE_PASSWORD",
+            "MQTT_INGESTION_PASSWORD", "MQTT_STORAGE_PASSWORD")})
+        self.env.update(HTTP_PORT=str(self.http_port), HAPROXY_STATS_PORT=str(free_port()),
                         SIM_COUNT="", SIM_DURATION_S="", SIM_RATE="", SIM_TAGS="",
                         SIM_ACCEPTED_LOG="", SIM_OUTPUT_DIR=str(self.sim_dir("idle")))
         self.api = Api("127.0.0.1", self.http_port)

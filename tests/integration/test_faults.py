@@ -352,14 +352,16 @@ def test_sigterm_storage(st, api, run_factory):
 # --- 7. malformed MQTT messages: dead letters ---------------------------------------
 
 def publish(st, topic, payload):
-    """mosquitto_pub -V mqttv5 -q 1 of raw bytes (from a file: any byte)."""
+    """mosquitto_pub -V mqttv5 -q 1 of raw bytes (from a file: any byte), as
+    the broker's user `ingestion` (the only one that may publish readings)."""
     path = st.state_dir / "runs" / f"payload-{now_us()}"
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(payload)
     r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(st.ports.mqtt), "-V", "mqttv5",
+                        "-u", "ingestion", "-P", st.secrets["MQTT_INGESTION_PASSWORD"],
                         "-q", "1", "-t", topic, "-f", str(path)], capture_output=True, text=True,
                        timeout=20)
-    assert r.returncode == 0, f"mosquitto_pub failed: {r.stdout}{r.stderr}"
+    assert r.returncode == 0 and not r.stderr, f"mosquitto_pub failed: {r.stdout}{r.stderr}"
 
 
 def dead_letters(st, since_id):

@@ -46,9 +46,13 @@ def storage(st):
     return scrape("127.0.0.1", st.ports.storage_http)
 
 
+T0 = now_us()
+
+
 def reading(sensor, i):
+    """Reading i of a sensor: its own ts, a millisecond apart."""
     return {"sensor_id": sensor, "type": "pressure", "value": 1000 + i, "unit": "hPa",
-            "ts": rfc3339(now_us() - i)}
+            "ts": rfc3339(T0 - i * 1000)}
 
 
 def test_metrics_move_as_readings_flow(stack, api):
