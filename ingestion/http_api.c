@@ -1,9 +1,11 @@
 /* http_api.c -- the HTTP API of ingestion (v1): routes, validation, answers. */
 #include "http_api.h"
+#include "apikeys.h"
 #include "imetrics.h"
 #include "metrics.h"
 #include "log.h"
 #include "publisher.h"
+#include "ratelimit.h"
 #include "ts.h"
 
 #include <event2/buffer.h>
@@ -23,6 +25,7 @@ struct http_api {
     struct http_api_config cfg;
     struct publisher *pub;
     struct reading_batch batch;  /* reused by every request: one thread */
+    struct apikeys *keys;        /* NULL: no authentication */
     int draining;
     uint64_t requests;
     uint32_t rid_prefix;         /* random per process: ids unique across replicas */
@@ -81,6 +84,35 @@ static void reply_unavailable(struct http_api *api, struct evhttp_request *req, 
     snprintf(ra, sizeof ra, "%d", api->cfg.retry_after_s);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
     reply_error(api, req, 503, "Service Unavailable", why);
+}
+
+/* The request's API key: X-API-Key, else Authorization: Bearer <key>. */
+static const char *api_key(struct evhttp_request *req)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *k = evhttp_find_header(in, "X-API-Key");
+    if (k)
+        return k;
+    const char *auth = evhttp_find_header(in, "Authorization");
+    if (auth && !strncasecmp(auth, "Bearer ", 7)) {
+        auth += 7;
+        while (*auth == ' ')
+            auth++;
+        return auth;
+    }
+    return NULL;
+}
+
+static void reply_unauthorized(struct http_api *api, struct evhttp_request *req,
+                               enum apikey_result r, const char *rid)
+{
+    const char *msg = r == APIKEY_MISSING
+                          ? "missing API key: send it in the X-API-Key header"
+                          : "unknown API key";
+    log_debug("http.rejected", "rid=%s status=401 error=\"%s\"", rid, msg);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                      "Bearer realm=\"sensorflow\"");
+    reply_error(api, req, 401, "Unauthorized", msg);
 }
 
 static void publish_done(void *ctx, int ok, const char *why)
@@ -158,6 +190,13 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
                                                   : "broker unreachable and spool full");
         return;
     }
+    /* The key before the body: an unknown client's body is not even parsed. */
+    const char *key = api->keys ? api_key(req) : NULL;
+    enum apikey_result auth = APIKEY_OK;
+    if (api->keys && (auth = apikeys_check(api->keys, key, NULL, NULL)) != APIKEY_OK) {
+        reply_unauthorized(api, req, auth, rid);
+        return;
+    }
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
     const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
@@ -173,6 +212,31 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
         log_debug("http.rejected", "rid=%s status=400 index=%ld field=%s error=\"%s\"", rid,
                   rerr.index, rerr.field, rerr.message);
         reply_json(api, req, 400, "Bad Request", j);
+        return;
+    }
+    const char *sensor = NULL;
+    if (api->keys && apikeys_check(api->keys, key, &api->batch, &sensor) == APIKEY_FORBIDDEN) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "this API key may not write sensor %s", sensor);
+        log_debug("http.rejected", "rid=%s status=403 sensor=%s", rid, sensor);
+        reply_error(api, req, 403, "Forbidden", msg);
+        return;
+    }
+    long retry_s = 0;
+    if (api->cfg.limit &&
+        ratelimit_take(api->cfg.limit, &api->batch, ts_mono_us(), &sensor, &retry_s) < 0) {
+        char msg[200];
+        if (retry_s > 0)
+            snprintf(msg, sizeof msg, "too many readings for sensor %s: retry later", sensor);
+        else
+            snprintf(msg, sizeof msg, "more readings for sensor %s in one request than "
+                     "INGESTION_BURST_PER_SENSOR allows", sensor);
+        char ra[24];
+        snprintf(ra, sizeof ra, "%ld", retry_s > 0 ? retry_s : 60);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
+        log_debug("http.rejected", "rid=%s status=429 sensor=%s retry_after_s=%s", rid, sensor,
+                  ra);
+        reply_error(api, req, 429, "Too Many Requests", msg);
         return;
     }
     struct pending *pd = malloc(sizeof *pd);
@@ -286,6 +350,13 @@ struct http_api *http_api_create(struct evhttp *http, struct publisher *pub,
     evhttp_set_default_content_type(http, "application/json");
     evhttp_set_gencb(http, handle, api);
     return api;
+}
+
+struct apikeys *http_api_set_keys(struct http_api *api, struct apikeys *keys)
+{
+    struct apikeys *old = api->keys;
+    api->keys = keys;
+    return old;
 }
 
 void http_api_set_draining(struct http_api *api)

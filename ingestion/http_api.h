@@ -4,6 +4,7 @@
  *   POST /              the legacy sensor payload
  *   GET  /healthz       process alive
  *   GET  /readyz        ready to accept: broker connected and not draining
+ *   GET  /metrics       Prometheus text
  *
  * Every answer has a JSON body. All handlers run on the event loop thread. */
 #ifndef SF_HTTP_API_H
@@ -16,11 +17,14 @@
 
 struct evhttp;
 struct publisher;
+struct apikeys;
+struct ratelimit;
 
 struct http_api_config {
     size_t max_body_bytes;
     struct reading_limits limits;
     int retry_after_s;           /* in 503 answers */
+    struct ratelimit *limit;     /* per sensor; NULL: none. Borrowed */
 };
 
 struct http_api;
@@ -51,6 +55,11 @@ struct http_api *http_api_create(struct evhttp *http, struct publisher *pub,
 /* From now on /readyz answers 503 and new readings get 503: used while
  * draining before exit. */
 void http_api_set_draining(struct http_api *api);
+
+/* Sensor authentication: from now on every POST needs a key of keys
+ * (borrowed; NULL: no authentication). Returns the previous set, which the
+ * caller frees (nothing refers to it any more). */
+struct apikeys *http_api_set_keys(struct http_api *api, struct apikeys *keys);
 
 /* Requests answered so far, for the shutdown log line. */
 uint64_t http_api_requests(const struct http_api *api);

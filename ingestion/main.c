@@ -1,10 +1,12 @@
 /* main.c -- ingestion: HTTP readings in, MQTT QoS 1 out. Lifecycle only:
  * configuration, the event loop, the listener, signals and the drain. */
 #include "cfg.h"
+#include "apikeys.h"
 #include "http_api.h"
 #include "imetrics.h"
 #include "log.h"
 #include "publisher.h"
+#include "ratelimit.h"
 #include "reading.h"
 #include "spool.h"
 #include "ts.h"
@@ -33,6 +35,9 @@ struct config {
     const char *listen, *instance, *mqtt_url, *topic_prefix, *stored_prefix, *log_level;
     const char *log_format;
     const char *mqtt_username, *mqtt_password, *mqtt_password_file;
+    const char *api_keys_file;
+    double rate_per_sensor, burst_per_sensor;
+    long rate_max_sensors;
     const char *spool_dir;
     long spool_max_mib;
     long port, max_body, max_readings, max_future_s, idle_timeout_s, drain_timeout_s;
@@ -101,6 +106,16 @@ static const struct cfg_opt OPTIONS[] = {
       65536, "an MQTT message is sent once it holds this much" },
     { "retry-after-s", "INGESTION_RETRY_AFTER_S", CFG_INT, &C.retry_after_s, "1", 1, 3600,
       "Retry-After of 503 answers (seconds)" },
+    { "api-keys-file", "INGESTION_API_KEYS_FILE", CFG_STR, &C.api_keys_file, "", 0, 4096,
+      "sensor API keys: a file of `<key> <sensor>[,<sensor>...]|*` lines; POSTs then need "
+      "X-API-Key (401 without, 403 for another sensor); SIGHUP reloads it; empty = off" },
+    { "rate-per-sensor", "INGESTION_RATE_PER_SENSOR", CFG_DOUBLE, &C.rate_per_sensor, "100", 0,
+      1e9, "readings/s one sensor may send to this replica, on average; beyond, 429 "
+      "(0 = no limit)" },
+    { "burst-per-sensor", "INGESTION_BURST_PER_SENSOR", CFG_DOUBLE, &C.burst_per_sensor,
+      "2000", 1, 1e9, "readings one sensor may send at once above that rate" },
+    { "rate-max-sensors", "INGESTION_RATE_MAX_SENSORS", CFG_INT, &C.rate_max_sensors, "100000",
+      1, 100000000, "sensors the rate limit tracks at once (memory: ~100 bytes each)" },
     { "log-level", "LOG_LEVEL", CFG_STR, &C.log_level, "info", 1, 5,
       "debug, info, warn or error" },
     { "log-format", "LOG_FORMAT", CFG_STR, &C.log_format, "text", 1, 8,
@@ -115,7 +130,9 @@ struct app {
     struct evconnlistener *listener;
     struct publisher *pub;
     struct http_api *api;
-    struct event *sigterm, *sigint, *drain_tick;
+    struct event *sigterm, *sigint, *sighup, *drain_tick;
+    struct apikeys *keys;
+    struct ratelimit *limit;
     struct spool *spool;
     int64_t drain_deadline_us;
 };
@@ -161,6 +178,29 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     event_add(a->drain_tick, &tick);
+}
+
+/* SIGHUP: read INGESTION_API_KEYS_FILE again. A bad file keeps the keys
+ * in force: a typo must not lock every sensor out. */
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    struct app *a = arg;
+    char err[512];
+    (void)sig;
+    (void)what;
+    if (!*C.api_keys_file) {
+        log_info("auth.reload_skipped", "msg=\"INGESTION_API_KEYS_FILE is not set\"");
+        return;
+    }
+    struct apikeys *k = apikeys_load(C.api_keys_file, err, sizeof err);
+    if (!k) {
+        log_error("auth.reload_failed", "err=\"%s\" keys=%zu msg=\"the keys loaded before "
+                  "stay in force\"", err, apikeys_count(a->keys));
+        return;
+    }
+    apikeys_free(http_api_set_keys(a->api, k));
+    a->keys = k;
+    log_info("auth.reloaded", "file=%s keys=%zu", C.api_keys_file, apikeys_count(k));
 }
 
 static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -361,10 +401,21 @@ int main(int argc, char **argv)
                     .max_future_us = (int64_t)C.max_future_s * 1000000 },
         .retry_after_s = (int)C.retry_after_s,
     };
+    if (C.rate_per_sensor > 0 &&
+        !(hc.limit = a.limit = ratelimit_new(C.rate_per_sensor, C.burst_per_sensor,
+                                             (size_t)C.rate_max_sensors))) {
+        log_error("startup.failed", "reason=\"out of memory (INGESTION_RATE_MAX_SENSORS)\"");
+        goto out;
+    }
+    if (*C.api_keys_file && !(a.keys = apikeys_load(C.api_keys_file, err, sizeof err))) {
+        log_error("startup.failed", "reason=\"INGESTION_API_KEYS_FILE: %s\"", err);
+        goto out;
+    }
     if (!(a.api = http_api_create(a.http, a.pub, &hc))) {
         log_error("startup.failed", "reason=\"out of memory\"");
         goto out;
     }
+    http_api_set_keys(a.api, a.keys);
     if (!(a.listener = bind_listener(a.base, err, sizeof err)) ||
         !evhttp_bind_listener(a.http, a.listener)) {
         if (a.listener)
@@ -383,13 +434,17 @@ int main(int argc, char **argv)
     evconnlistener_set_error_cb(a.listener, accept_error_cb);
     a.sigterm = evsignal_new(a.base, SIGTERM, on_signal, &a);
     a.sigint = evsignal_new(a.base, SIGINT, on_signal, &a);
-    if (!a.sigterm || !a.sigint || event_add(a.sigterm, NULL) < 0 ||
-        event_add(a.sigint, NULL) < 0) {
+    a.sighup = evsignal_new(a.base, SIGHUP, on_reload, &a);
+    if (!a.sigterm || !a.sigint || !a.sighup || event_add(a.sigterm, NULL) < 0 ||
+        event_add(a.sigint, NULL) < 0 || event_add(a.sighup, NULL) < 0) {
         log_error("startup.failed", "reason=\"cannot install signal handlers\"");
         goto out;
     }
-    log_info("startup.listening", "addr=%s port=%ld broker=%s topic=%s client_id=%s spool=%s",
-             C.listen, C.port, C.mqtt_url, topic, client_id, spool_dir);
+    log_info("startup.listening", "addr=%s port=%ld broker=%s topic=%s client_id=%s spool=%s "
+             "api_keys=%s rate_per_sensor=%g", C.listen, C.port, C.mqtt_url, topic, client_id,
+             spool_dir, a.keys ? C.api_keys_file : "off", C.rate_per_sensor);
+    if (a.keys)
+        log_info("auth.loaded", "file=%s keys=%zu", C.api_keys_file, apikeys_count(a.keys));
 
     event_base_dispatch(a.base);
 
@@ -410,6 +465,8 @@ out:
         event_free(a.sigterm);
     if (a.sigint)
         event_free(a.sigint);
+    if (a.sighup)
+        event_free(a.sighup);
     /* The publisher first: it answers (503) requests still waiting, which
      * must happen while evhttp still owns them. evhttp_free then closes the
      * connections and the listener it was given. */
@@ -417,6 +474,8 @@ out:
     if (a.http)
         evhttp_free(a.http);
     http_api_destroy(a.api);
+    apikeys_free(a.keys);
+    ratelimit_free(a.limit);
     spool_close(a.spool);
     if (a.base)
         event_base_free(a.base);

@@ -55,6 +55,7 @@ struct config {
     double drain_s;
     const char *log_level;
     const char *log_format;
+    const char *api_key;
 };
 
 static struct config C;
@@ -92,6 +93,8 @@ static const struct cfg_opt OPTS[] = {
       "per-attempt HTTP timeout (connect, send, answer)" },
     { "drain-timeout", "SIM_DRAIN_S", CFG_DOUBLE, &C.drain_s, "8", 0, 600,
       "after a signal or --duration, wait this long for outstanding readings" },
+    { "api-key", "SIM_API_KEY", CFG_STR, &C.api_key, "", 0, 128,
+      "sent as X-API-Key on every request (ingestion's INGESTION_API_KEYS_FILE); empty = none" },
     { "log-level", "LOG_LEVEL", CFG_STR, &C.log_level, "info", 1, 16,
       "debug, info, warn or error" },
     { "log-format", "LOG_FORMAT", CFG_STR, &C.log_format, "text", 1, 8,
@@ -435,6 +438,7 @@ int main(int argc, char **argv)
         .connections = (unsigned)C.connections,
         .max_attempts = (unsigned)C.max_attempts,
         .timeout_s = C.timeout_s,
+        .api_key = C.api_key,
         .acclog = a.acclog,
         .seed = seed,
     };

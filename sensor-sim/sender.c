@@ -41,6 +41,7 @@ struct sender {
     struct evdns_base *dns;
     struct sim_stats *stats;
     struct acclog *acclog;
+    const char *api_key;         /* borrowed from the config; NULL: none */
     unsigned max_attempts;
     struct rng rng;
 
@@ -160,6 +161,7 @@ struct sender *sender_create(struct event_base *base, const struct sender_cfg *c
     s->base = base;
     s->stats = stats;
     s->acclog = cfg->acclog;
+    s->api_key = cfg->api_key && *cfg->api_key ? cfg->api_key : NULL;
     s->max_attempts = cfg->max_attempts ? cfg->max_attempts : 1;
     rng_seed(&s->rng, rng_mix(cfg->seed ^ 0x5e4de7ULL));
     if (parse_url(s, cfg->url, err, errlen) != 0)
@@ -506,6 +508,8 @@ static void dispatch(struct sender *s, struct sender_conn *c, struct sender_req 
     struct evkeyvalq *hd = evhttp_request_get_output_headers(h);
     evhttp_add_header(hd, "Host", s->host_header);
     evhttp_add_header(hd, "Content-Type", "application/json");
+    if (s->api_key)
+        evhttp_add_header(hd, "X-API-Key", s->api_key);
     evbuffer_add(evhttp_request_get_output_buffer(h), r->body.p, r->body.len);
     r->http = h;
     /* From here on r may already be resolved (a synchronous failure calls

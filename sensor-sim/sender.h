@@ -37,6 +37,7 @@ struct sender_cfg {
     double timeout_s;            /* per attempt, connect included; > 0 */
     struct acclog *acclog;       /* NULL: no accepted log; not owned */
     uint64_t seed;               /* for backoff jitter */
+    const char *api_key;         /* sent as X-API-Key; NULL or "": none */
 };
 
 struct sender_req {
