@@ -136,7 +136,7 @@ static void env_start(struct env *e, unsigned max_attempts, double timeout_s)
     e->acclog = acclog_open(e->acc_path, err, sizeof err);
     assert_non_null(e->acclog);
     snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/readings", e->fake.port);
-    struct sender_cfg cfg = { url, 2, max_attempts, timeout_s, e->acclog, 1 };
+    struct sender_cfg cfg = { url, 2, max_attempts, timeout_s, e->acclog, 1, NULL };
     e->snd = sender_create(e->base, &cfg, e->stats, err, sizeof err);
     if (!e->snd)
         fail_msg("sender_create: %s", err);
