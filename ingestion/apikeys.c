@@ -191,7 +191,8 @@ struct apikeys *apikeys_load(const char *path, char *err, size_t errlen)
         ok = 0;
     }
     if (ok) {
-        qsort(k->v, k->n, sizeof *k->v, cmp_key);
+        if (k->n)   /* qsort(NULL, 0, ...) is undefined */
+            qsort(k->v, k->n, sizeof *k->v, cmp_key);
         for (size_t i = 1; i < k->n; i++)
             if (k->v[i].hash == k->v[i - 1].hash && !strcmp(k->v[i].key, k->v[i - 1].key)) {
                 snprintf(err, errlen, "%s: a key is listed twice", path);
