@@ -53,25 +53,35 @@ def say(msg):
 # --- what the processes cost -------------------------------------------------------
 
 def _stat(pid):
-    """(session id, utime + stime in s) of a process, or None."""
+    """(parent pid, CPU seconds of the process and of its reaped children)
+    of a process, or None."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             rest = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(rest[3]), (int(rest[11]) + int(rest[12])) / CLK_TCK
+    return int(rest[1]), sum(int(x) for x in rest[11:15]) / CLK_TCK
 
 
-def session_cpu(sid):
-    """CPU seconds of every live process in session sid (a service and its
-    children, e.g. PostgreSQL's backends: stack.py starts each service in a
-    session of its own)."""
-    total = 0.0
+def tree_cpu(root):
+    """CPU seconds of a service and all its live descendants (PostgreSQL's
+    backends call setsid(), so a session id does not find them). A child
+    that already exited is in its parent's cutime/cstime once reaped."""
+    stats = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             st = _stat(d)
-            if st and st[0] == sid:
-                total += st[1]
+            if st:
+                stats[int(d)] = st
+    children = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += stats[pid][1]
+            todo += children.get(pid, [])
     return total
 
 
@@ -101,12 +111,12 @@ class Meter:
         self.pids = pids  # {name: pid}
         for pid in pids.values():
             reset_peak_rss(pid)
-        self.cpu0 = {n: session_cpu(p) for n, p in pids.items()}
+        self.cpu0 = {n: tree_cpu(p) for n, p in pids.items()}
 
     def read(self):
         out = {}
         for n, p in self.pids.items():
-            out[n] = {"cpu_s": session_cpu(p) - self.cpu0[n], "peak_rss_kib": peak_rss_kib(p)}
+            out[n] = {"cpu_s": tree_cpu(p) - self.cpu0[n], "peak_rss_kib": peak_rss_kib(p)}
         return out
 
 
@@ -256,14 +266,39 @@ def db_figures(st, tag):
     return int(r[0]), float(r[1]), float(r[2]), float(r[3])
 
 
+def storage_counters(st):
+    """storage's committed messages and the seconds spent committing them,
+    from its /metrics."""
+    import urllib.request
+    out = {"messages": 0.0, "commit_s": 0.0}
+    try:
+        with urllib.request.urlopen(st.storage_url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if line.startswith("sf_batch_rows_count"):
+            out["messages"] = float(line.split()[-1])
+        elif line.startswith("sf_commit_latency_seconds_sum"):
+            out["commit_s"] = float(line.split()[-1])
+    return out
+
+
 def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
     conns = connections or (args.connections if batch == 1 else max(2, args.connections // 4))
     run_sim(args.bin, st.api_url, args.warmup, rate, conns, batch, f"warmup-{name}")
     meter = Meter(pipeline_pids(st))
+    c0 = storage_counters(st)
     sim = run_sim(args.bin, st.api_url, args.seconds, rate, conns, batch, name)
     r = sim_result(sim, name)
     r["drain_s"], _ = wait_drained(st, name, r["accepted"])
     r["services"] = meter.read()
+    c1 = storage_counters(st)
+    msgs = c1["messages"] - c0["messages"]
+    # How the readings travelled: MQTT messages (one commit each) and their size.
+    r["messages"] = int(msgs)
+    r["readings_per_message"] = r["accepted"] / msgs if msgs else 0.0
+    r["commit_ms"] = 1000 * (c1["commit_s"] - c0["commit_s"]) / msgs if msgs else 0.0
     rows, span, lag50, lag99 = db_figures(st, name)
     r["rows"] = rows
     r["rows_per_s"] = rows / span if span > 0 else 0.0
@@ -315,7 +350,7 @@ def scenario_db(args, st, n_rows):
 
 def fmt_table(results, ratios):
     cols = ["scenario", "readings/s", "rows/s", "POST p50/p99/p99.9 ms", "stored p50/p99 ms",
-            "drain s", "lost", "CPU s/1000 (ingestion, storage, haproxy, mosquitto, postgres, sim)",
+            "drain s", "lost", "readings/msg, commit ms", "CPU s/1000 (ingestion, storage, haproxy, mosquitto, postgres, sim)",
             "peak RSS MiB (ingestion, storage, sim)"]
     lines = []
     for r in results:
@@ -339,6 +374,7 @@ def fmt_table(results, ratios):
             f"{lag['p50']:.1f}/{lag['p99']:.1f}" if lag else "-",
             f"{r['drain_s']:.1f}" if "drain_s" in r else "-",
             str(r.get("lost", "-")),
+            f"{r['readings_per_message']:.1f}, {r['commit_ms']:.2f}" if r.get("messages") else "-",
             ", ".join([cpu("ingestion"), cpu("storage"), cpu("haproxy"), cpu("mosquitto"),
                        cpu("postgres"), f"{sim['cpu_s'] / n:.3f}" if sim else "-"]),
             ", ".join([rss("ingestion"), rss("storage"),

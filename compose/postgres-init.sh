@@ -13,5 +13,5 @@ CREATE ROLE sensorflow_owner LOGIN PASSWORD :'owner_pw';
 CREATE ROLE sensorflow_storage LOGIN PASSWORD :'storage_pw';
 ALTER DATABASE :"db" OWNER TO sensorflow_owner;
 REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
-GRANT CONNECT, TEMPORARY ON DATABASE :"db" TO sensorflow_storage;
+GRANT CONNECT ON DATABASE :"db" TO sensorflow_storage;
 SQL

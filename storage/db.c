@@ -18,6 +18,20 @@
 #define OID_BYTEA 17
 
 #define DEAD_REASON_MAX 2000
+
+/* A whole message in one statement: ROWFMT_COLUMNS from the arrays of
+ * rowfmt_arrays (in that order, with their column types) and ingested_by.
+ * DO NOTHING also absorbs a key repeated inside the message (only DO UPDATE
+ * refuses to touch a row twice); stored_at keeps its default. No conflict
+ * target: the primary key is the only unique index, and a target would
+ * need SELECT on its columns, which storage's role has not. */
+#define STORE_BATCH "store_batch"
+#define STORE_BATCH_SQL \
+    "INSERT INTO readings (" ROWFMT_COLUMNS ")" \
+    " SELECT s, t, ts, v, u, rv, ru, tg, ra, $10::text FROM unnest(" \
+    "$1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[], $6::float8[], " \
+    "$7::text[], $8::jsonb[], $9::timestamptz[]) AS r(s, t, ts, v, u, rv, ru, tg, ra)" \
+    " ON CONFLICT DO NOTHING"
 #define NAMEDATALEN_MAX 63   /* PostgreSQL's longest identifier */
 
 struct db {
@@ -25,7 +39,7 @@ struct db {
     char *conninfo;
     char *owner_conninfo;   /* NULL: migrations run over conninfo */
     char *appname;
-    struct rowbuf copy;   /* COPY text of the current batch, reused */
+    struct rowfmt_arrays arrays;   /* the current batch's columns, reused */
 };
 
 /* --- errors --------------------------------------------------------------- */
@@ -155,7 +169,7 @@ void db_destroy(struct db *db)
     if (!db)
         return;
     disconnect(db);
-    rowbuf_free(&db->copy);
+    rowfmt_arrays_free(&db->arrays);
     free(db->conninfo);
     free(db->owner_conninfo);
     free(db->appname);
@@ -181,8 +195,8 @@ static PGconn *open_conn(const struct db *db, const char *conninfo, const char *
                          char *err, size_t errlen)
 {
     /* Later keywords win. Ours come before dbname (the expanded conninfo),
-     * so DATABASE_URL can override them, except client_encoding: COPY text
-     * is sent as UTF-8 whatever the server's default is. The timeouts keep a
+     * so DATABASE_URL can override them, except client_encoding: the readings'
+     * text is sent as UTF-8 whatever the server's default is. The timeouts keep a
      * dead network from blocking a query for the kernel's ~15 minutes. */
     const char *const keys[] = {
         "application_name", "connect_timeout", "keepalives_idle", "keepalives_interval",
@@ -328,9 +342,8 @@ out:
 
 /* What storage's own role may do, and nothing more: insert rows and dead
  * letters (INSERT ... ON CONFLICT DO NOTHING without a conflict target
- * needs no other right; the stage table is its session's TEMP table). The owner grants it after every
- * migration run, so a new table gets its grant with the migration that
- * makes it. */
+ * needs no other right). The owner grants it after every migration run, so
+ * a new table gets its grant with the migration that makes it. */
 static int grant_writer(struct db *db, const char *role, char *err, size_t errlen)
 {
     char *id = PQescapeIdentifier(db->conn, role, strlen(role));
@@ -399,12 +412,11 @@ int db_ensure(struct db *db, db_event_fn *on_event, void *ctx,
         rc = migrate(db, on_event, ctx, info, err, errlen);
     if (rc != DB_OK)
         goto fail;
-    /* Per session: COPY cannot do ON CONFLICT, so batches go through this
-     * stage table, emptied by every COMMIT. */
-    rc = exec_cmd(db,
-                  "CREATE TEMP TABLE readings_stage (" ROWFMT_STAGE_COLUMNS ")"
-                  " ON COMMIT DELETE ROWS",
-                  "create stage table", err, errlen);
+    /* Per session: the batch insert, planned once. */
+    PGresult *res = PQprepare(db->conn, STORE_BATCH, STORE_BATCH_SQL, 0, NULL);
+    rc = PQresultStatus(res) == PGRES_COMMAND_OK ? DB_OK
+                                                 : fail(db, res, "prepare", err, errlen);
+    PQclear(res);
     if (rc != DB_OK)
         goto fail;
     info->connected = 1;
@@ -418,45 +430,10 @@ fail:
 
 /* --- readings --------------------------------------------------------------- */
 
-/* Sends the formatted rows through COPY ... FROM STDIN. */
-static int copy_in(struct db *db, char *err, size_t errlen)
-{
-    PGresult *res = PQexec(db->conn, "COPY readings_stage (" ROWFMT_COLUMNS ") FROM STDIN");
-    int rc;
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
-        rc = fail(db, res, "copy", err, errlen);
-        PQclear(res);
-        return rc;
-    }
-    PQclear(res);
-
-    /* PQputCopyData takes an int length: send in slices. */
-    const size_t slice = 1 << 20;
-    for (size_t off = 0; off < db->copy.len; off += slice) {
-        size_t n = db->copy.len - off < slice ? db->copy.len - off : slice;
-        if (PQputCopyData(db->conn, db->copy.data + off, (int)n) != 1) {
-            one_line(err, errlen, "copy: ", PQerrorMessage(db->conn));
-            break;   /* PQputCopyEnd below still ends the COPY state */
-        }
-    }
-    if (PQputCopyEnd(db->conn, NULL) != 1) {
-        one_line(err, errlen, "copy end: ", PQerrorMessage(db->conn));
-        return DB_RETRY;
-    }
-    /* The server's verdict on the data arrives now; then drain to NULL so
-     * the connection accepts the next command. */
-    rc = DB_OK;
-    while ((res = PQgetResult(db->conn)) != NULL) {
-        if (rc == DB_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
-            rc = fail(db, res, "copy", err, errlen);
-        PQclear(res);
-    }
-    return rc;
-}
-
 int db_store_batch(struct db *db, const struct reading_batch *b, const char *ingested_by,
                    struct db_batch_result *res, char *err, size_t errlen)
 {
+    const char *values[ROWFMT_NCOLS];
     int rc;
 
     memset(res, 0, sizeof *res);
@@ -464,44 +441,27 @@ int db_store_batch(struct db *db, const struct reading_batch *b, const char *ing
         snprintf(err, errlen, "not connected");
         return DB_RETRY;
     }
-    rowbuf_reset(&db->copy);
+    rowfmt_arrays_reset(&db->arrays);
     for (size_t i = 0; i < b->n; i++)
-        rowfmt_copy_line(&db->copy, &b->v[i], ingested_by);
-    if (db->copy.oom) {
+        rowfmt_arrays_add(&db->arrays, &b->v[i]);
+    if (rowfmt_arrays_finish(&db->arrays, values) < 0) {
         snprintf(err, errlen, "out of memory formatting %zu readings", b->n);
         return DB_RETRY;
     }
+    values[ROWFMT_NCOLS - 1] = ingested_by;
 
-    if ((rc = exec_cmd(db, "BEGIN", "begin", err, errlen)) != DB_OK)
-        goto out;
-    if ((rc = copy_in(db, err, errlen)) != DB_OK)
-        goto out;
-    /* DO NOTHING also absorbs a key repeated inside the batch (only DO
-     * UPDATE refuses to touch a row twice). stored_at keeps its default. */
-    PGresult *r = PQexec(db->conn,
-                         "INSERT INTO readings (" ROWFMT_COLUMNS ")"
-                         " SELECT " ROWFMT_COLUMNS " FROM readings_stage"
-                         /* No conflict target: the primary key is the only
-                          * unique index, and a target would need SELECT on
-                          * its columns, which storage's role has not. */
-                         " ON CONFLICT DO NOTHING");
+    /* One statement outside BEGIN/COMMIT is its own transaction, committed
+     * before the server answers: an OK here is a commit (a failing commit
+     * is the result libpq returns last, so it is never mistaken for one). */
+    PGresult *r = PQexecPrepared(db->conn, STORE_BATCH, ROWFMT_NCOLS, values, NULL, NULL, 0);
     if (PQresultStatus(r) == PGRES_COMMAND_OK) {
         res->inserted = cmd_tuples(r);
+        res->duplicates = (long)b->n - res->inserted;
         rc = DB_OK;
     } else {
         rc = fail(db, r, "insert", err, errlen);
     }
     PQclear(r);
-    if (rc != DB_OK)
-        goto out;
-    if ((rc = commit(db, err, errlen)) != DB_OK)
-        goto out;
-    res->duplicates = (long)b->n - res->inserted;
-out:
-    if (rc != DB_OK) {
-        res->inserted = 0;
-        rollback_quietly(db);
-    }
     return rc;
 }
 

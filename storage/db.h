@@ -76,9 +76,9 @@ struct db_batch_result {
                                * data-class error on dead_letters itself) */
 };
 
-/* Stores every reading of b in one transaction: COPY into the session's
- * staging table, INSERT ... SELECT ... ON CONFLICT (sensor_id, type, ts) DO
- * NOTHING, COMMIT. Readings already stored count as duplicates, so storing
+/* Stores every reading of b in one transaction: one INSERT ... SELECT FROM
+ * unnest(<one array per column>) ON CONFLICT DO NOTHING, outside BEGIN and
+ * COMMIT (one round trip). Readings already stored count as duplicates, so storing
  * a batch twice is harmless. DB_OK means committed. On DB_REJECTED nothing
  * was stored: use db_store_rows() to save the rest. */
 int db_store_batch(struct db *db, const struct reading_batch *b, const char *ingested_by,

@@ -1,4 +1,4 @@
-/* rowfmt.c -- a reading as a database row (COPY text line or parameters). */
+/* rowfmt.c -- readings as database rows (array literals or parameters). */
 #include "rowfmt.h"
 
 #include <stdint.h>
@@ -56,28 +56,74 @@ static void putc1(struct rowbuf *b, char c)
     put(b, &c, 1);
 }
 
-void rowfmt_copy_field(struct rowbuf *b, const char *s)
+/* Appends s as one double-quoted array element: inside quotes only the
+ * backslash and the double quote are special (array_in); NULL is the
+ * unquoted marker. */
+static void array_elem(struct rowbuf *b, const char *s)
 {
+    putc1(b, b->len ? ',' : '{');
     if (!s) {
-        put(b, "\\N", 2);
+        put(b, "NULL", 4);
         return;
     }
-    /* Copy runs of ordinary bytes at once; only these four need escaping in
-     * text format (a backslash must be doubled, or "\." would end the data
-     * and "\N" would read as NULL). */
+    putc1(b, '"');
     while (*s) {
-        size_t run = strcspn(s, "\\\t\n\r");
+        size_t run = strcspn(s, "\\\"");
         put(b, s, run);
         s += run;
-        switch (*s) {
-        case '\\': put(b, "\\\\", 2); break;
-        case '\t': put(b, "\\t", 2); break;
-        case '\n': put(b, "\\n", 2); break;
-        case '\r': put(b, "\\r", 2); break;
-        default: return;   /* '\0' */
-        }
-        s++;
+        if (!*s)
+            break;
+        putc1(b, '\\');
+        putc1(b, *s++);
     }
+    putc1(b, '"');
+}
+
+void rowfmt_arrays_reset(struct rowfmt_arrays *a)
+{
+    for (int i = 0; i < ROWFMT_NARRAYS; i++)
+        rowbuf_reset(&a->col[i]);
+    a->n = 0;
+}
+
+void rowfmt_arrays_free(struct rowfmt_arrays *a)
+{
+    for (int i = 0; i < ROWFMT_NARRAYS; i++)
+        rowbuf_free(&a->col[i]);
+    a->n = 0;
+}
+
+int rowfmt_arrays_add(struct rowfmt_arrays *a, const struct reading *r)
+{
+    struct rowfmt_params p;
+    int oom = 0;
+    rowfmt_params(&p, r, "");
+    for (int i = 0; i < ROWFMT_NARRAYS; i++) {
+        array_elem(&a->col[i], p.values[i]);
+        oom |= a->col[i].oom;
+    }
+    a->n++;
+    return oom ? -1 : 0;
+}
+
+int rowfmt_arrays_finish(struct rowfmt_arrays *a, const char *values[ROWFMT_NARRAYS])
+{
+    int oom = 0;
+    for (int i = 0; i < ROWFMT_NARRAYS; i++) {
+        struct rowbuf *b = &a->col[i];
+        if (b->len)
+            put(b, "}", 2);    /* with the NUL, which len then leaves out */
+        else
+            put(b, "{}", 3);
+        if (b->oom) {
+            oom = 1;
+            values[i] = NULL;
+            continue;
+        }
+        b->len--;
+        values[i] = b->data;
+    }
+    return oom ? -1 : 0;
 }
 
 void rowfmt_params(struct rowfmt_params *p, const struct reading *r, const char *by)
@@ -96,19 +142,6 @@ void rowfmt_params(struct rowfmt_params *p, const struct reading *r, const char 
     p->values[7] = r->tags_json;   /* NULL: SQL NULL */
     p->values[8] = p->received_at;
     p->values[9] = by;
-}
-
-int rowfmt_copy_line(struct rowbuf *b, const struct reading *r, const char *by)
-{
-    struct rowfmt_params p;
-    rowfmt_params(&p, r, by);
-    for (int i = 0; i < ROWFMT_NCOLS; i++) {
-        if (i)
-            putc1(b, '\t');
-        rowfmt_copy_field(b, p.values[i]);
-    }
-    putc1(b, '\n');
-    return b->oom ? -1 : 0;
 }
 
 /* Length of the well-formed UTF-8 sequence at s (1..4), or 0 if s does not

@@ -1,5 +1,5 @@
-/* rowfmt.h -- a reading as a database row: a line of COPY text format, or
- * the text parameters of a one-row INSERT. Also makes arbitrary bytes safe
+/* rowfmt.h -- readings as database rows: array literals for a batch
+ * INSERT ... SELECT FROM unnest, or the text parameters of a one-row INSERT. Also makes arbitrary bytes safe
  * for a PostgreSQL text column. Pure functions: no I/O, no logging. */
 #ifndef SF_STORAGE_ROWFMT_H
 #define SF_STORAGE_ROWFMT_H
@@ -13,14 +13,6 @@
 #define ROWFMT_COLUMNS \
     "sensor_id, type, ts, value, unit, raw_value, raw_unit, tags, received_at, ingested_by"
 #define ROWFMT_NCOLS 10
-/* The same columns with their types, for the per-session stage table (not
- * LIKE readings: that needs SELECT on readings, which storage's role has
- * not). Keep in step with ROWFMT_COLUMNS and the migrations. */
-#define ROWFMT_STAGE_COLUMNS \
-    "sensor_id text, type text, ts timestamptz, value double precision, unit text, " \
-    "raw_value double precision, raw_unit text, tags jsonb, received_at timestamptz, " \
-    "ingested_by text"
-
 /* A growing byte buffer. Zero-initialise. An allocation failure is sticky:
  * later appends do nothing and oom stays set, so a whole batch can be
  * formatted and checked once. */
@@ -35,17 +27,28 @@ void rowbuf_reset(struct rowbuf *b);
 /* Frees the memory; the buffer is then empty and reusable. */
 void rowbuf_free(struct rowbuf *b);
 
-/* Appends s as one COPY text-format field: backslash, tab, newline and
- * carriage return are escaped, everything else (UTF-8 included) is copied.
- * s == NULL appends the NULL marker \N. */
-void rowfmt_copy_field(struct rowbuf *b, const char *s);
+/* A batch as PostgreSQL array literals, one per column but the last
+ * (ingested_by is the same for every reading of a message), for one
+ * INSERT ... SELECT FROM unnest($1, ..., $9): one statement, one round trip
+ * and one implicit transaction per message. Zero-initialise. */
+#define ROWFMT_NARRAYS (ROWFMT_NCOLS - 1)
+struct rowfmt_arrays {
+    struct rowbuf col[ROWFMT_NARRAYS];
+    size_t n;   /* readings added */
+};
 
-/* Appends one complete COPY line (ROWFMT_COLUMNS, tab separated, '\n'
- * terminated) for r, ingested by `by`. Timestamps go as RFC 3339 text with
- * microseconds and 'Z' (exact, independent of the session TimeZone), doubles
- * as "%.17g" (round-trips exactly; we never call setlocale, so '.' is the
- * decimal point). Returns 0, or -1 once the buffer is out of memory. */
-int rowfmt_copy_line(struct rowbuf *b, const struct reading *r, const char *by);
+/* Empties the arrays and keeps their memory for reuse. */
+void rowfmt_arrays_reset(struct rowfmt_arrays *a);
+void rowfmt_arrays_free(struct rowfmt_arrays *a);
+/* Appends r's fields, in ROWFMT_COLUMNS order, each as a double-quoted array
+ * element (backslash and double quote escaped; every other byte, UTF-8
+ * included, copied) or NULL for a reading without tags. Returns 0, or -1
+ * once out of memory. */
+int rowfmt_arrays_add(struct rowfmt_arrays *a, const struct reading *r);
+/* Closes the literals; values[i] then points to column i's NUL-terminated
+ * "{...}" text (valid until the next reset). Returns 0, or -1 if any append
+ * ran out of memory. */
+int rowfmt_arrays_finish(struct rowfmt_arrays *a, const char *values[ROWFMT_NARRAYS]);
 
 /* The same row as text parameters for PQexecParams. values[] point into p
  * and r (and by): p and r must outlive their use. */

@@ -40,6 +40,10 @@ T2 = "2026-01-15T10:02:00Z"
 T3 = "2026-01-15T10:03:00Z"
 LAB1 = {"room": "lab-1", "floor": "2"}
 NORTH = {"site": "north", "rack": "r1", "note": "spaces & ünïcode ok"}
+# What storage's array literals must quote: quotes, backslashes, commas,
+# braces, the word NULL, blanks, control characters.
+TRICKY = {"q": 'say "hi"', "bs": "C:\\dir\\", "arr": "{a,b}", "n": "NULL", "blank": " ",
+          "ws": "tab\tand\nnewline", "emoji": "\U0001f600"}
 
 # (path, body, readings it carries) -- bodies alternate single and array.
 V1 = "/v1/readings"
@@ -59,6 +63,7 @@ POSTS = [
     (V1, [rd("ds-5", "temperature", -5.5, "C", "2026-01-15T11:00:00Z", NORTH),
           rd("ds-5", "humidity", 0, "%", "2026-01-15T11:00:00Z", NORTH),
           rd("ds-5", "pressure", 950, "hPa", "2026-01-15T11:00:00Z", NORTH)]),
+    (V1, rd("ds-6", "temperature", 1.5, "C", T0, TRICKY)),
 ]
 
 LEGACY_1 = "3f2b9c1e-8a4d-4c7b-9e1f-0a1b2c3d4e5f"

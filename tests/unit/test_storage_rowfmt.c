@@ -1,6 +1,8 @@
-/* test_storage_rowfmt.c -- unit tests for storage/rowfmt: COPY text escaping
- * of tricky strings, the row layout, exact numbers and timestamps, and the
- * UTF-8 cleaning used for dead letters. */
+/* test_storage_rowfmt.c -- unit tests for storage/rowfmt: array-literal
+ * quoting of tricky strings, the column layout, exact numbers and
+ * timestamps, and the UTF-8 cleaning used for dead letters. (That
+ * PostgreSQL reads the arrays back the same is checked against the real
+ * server by the integration tests: test_storage's tricky strings.) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,104 +13,6 @@
 #include <cmocka.h>
 
 #include "../../storage/rowfmt.h"
-
-/* Formats one field into a fresh NUL-terminated string (caller frees). */
-static char *field(const char *s)
-{
-    struct rowbuf b = { 0 };
-    rowfmt_copy_field(&b, s);
-    assert_int_equal(b.oom, 0);
-    char *out = malloc(b.len + 1);
-    assert_non_null(out);
-    if (b.len)
-        memcpy(out, b.data, b.len);
-    out[b.len] = '\0';
-    rowbuf_free(&b);
-    return out;
-}
-
-static void expect_field(const char *in, const char *want)
-{
-    char *got = field(in);
-    assert_string_equal(got, want);
-    free(got);
-}
-
-/* What PostgreSQL's COPY text reader does with a field (the subset of
- * escapes rowfmt produces), to check that escaping round-trips. */
-static char *unescape(const char *s)
-{
-    char *out = malloc(strlen(s) + 1), *w = out;
-    assert_non_null(out);
-    for (; *s; s++) {
-        if (*s != '\\') {
-            *w++ = *s;
-            continue;
-        }
-        s++;
-        switch (*s) {
-        case 't': *w++ = '\t'; break;
-        case 'n': *w++ = '\n'; break;
-        case 'r': *w++ = '\r'; break;
-        case '\\': *w++ = '\\'; break;
-        default: fail_msg("unexpected escape \\%c", *s);
-        }
-    }
-    *w = '\0';
-    return out;
-}
-
-static void test_plain_and_unicode_pass_through(void **state)
-{
-    (void)state;
-    expect_field("", "");
-    expect_field("s-1", "s-1");
-    /* Quotes mean nothing in text format; UTF-8 (2, 3 and 4 bytes) is copied. */
-    expect_field("it's \"quoted\"", "it's \"quoted\"");
-    const char *uni = "caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80";
-    expect_field(uni, uni);
-    expect_field("a,b;c|d", "a,b;c|d");
-}
-
-static void test_specials_are_escaped(void **state)
-{
-    (void)state;
-    expect_field("a\tb", "a\\tb");
-    expect_field("a\nb", "a\\nb");
-    expect_field("a\rb", "a\\rb");
-    expect_field("a\\b", "a\\\\b");
-    /* A lone "\." line would end the COPY data; "\N" would read as NULL. */
-    expect_field("\\.", "\\\\.");
-    expect_field("\\N", "\\\\N");
-    expect_field("\\\\", "\\\\\\\\");
-    expect_field("\t\n\r\\", "\\t\\n\\r\\\\");
-    expect_field("end\\", "end\\\\");
-}
-
-static void test_null_marker(void **state)
-{
-    (void)state;
-    expect_field(NULL, "\\N");
-}
-
-static void test_escaping_round_trips(void **state)
-{
-    (void)state;
-    const char *cases[] = {
-        "", "x", "\\", "\\\\t", "tab\there", "nl\nhere", "cr\r\n", "\\N", "\\.",
-        "{\"room\": \"a\\tb\\\\c\\nd\\\"e'f\", \"uni\": \"\xc3\xa9\xe2\x98\x83\"}",
-        "\x01\x02\x1f\x7f",   /* other control bytes pass through raw */
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char *esc = field(cases[i]);
-        /* No raw separator or line end may survive escaping. */
-        assert_null(strpbrk(esc, "\t\n\r"));
-        char *back = unescape(esc);
-        assert_string_equal(back, cases[i]);
-        free(back);
-        free(esc);
-    }
-}
 
 static struct reading sample(void)
 {
@@ -125,37 +29,120 @@ static struct reading sample(void)
     return r;
 }
 
-static char *line_of(const struct reading *r, const char *by)
+/* What PostgreSQL's array_in does with a literal of quoted elements (all
+ * rowfmt produces) and NULLs: the elements, NULL as a null pointer. */
+static size_t parse_array(const char *lit, char **out, size_t max)
 {
-    struct rowbuf b = { 0 };
-    assert_int_equal(rowfmt_copy_line(&b, r, by), 0);
-    char *out = strndup(b.data, b.len);
-    assert_non_null(out);
-    rowbuf_free(&b);
-    return out;
+    size_t n = 0;
+    assert_int_equal(*lit++, '{');
+    if (*lit == '}')
+        return 0;
+    for (;;) {
+        assert_true(n < max);
+        if (strncmp(lit, "NULL", 4) == 0) {
+            out[n++] = NULL;
+            lit += 4;
+        } else {
+            assert_int_equal(*lit++, '"');
+            char *e = malloc(strlen(lit) + 1), *w = e;
+            assert_non_null(e);
+            while (*lit != '"') {
+                assert_int_not_equal(*lit, '\0');
+                if (*lit == '\\')
+                    lit++;
+                *w++ = *lit++;
+            }
+            *w = '\0';
+            out[n++] = e;
+            lit++;
+        }
+        if (*lit == '}')
+            break;
+        assert_int_equal(*lit++, ',');
+    }
+    assert_int_equal(lit[1], '\0');
+    return n;
 }
 
-static void test_line_layout(void **state)
+static void free_elems(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+}
+
+static void test_array_quoting_round_trips(void **state)
 {
     (void)state;
-    struct reading r = sample();
-    char *line = line_of(&r, "ingestion-1");
-    assert_string_equal(line,
-        "s-1\ttemperature\t2026-11-22T10:00:00.123456Z\t21.999999999999996\tC\t"
-        "71.599999999999994\tF\t\\N\t2026-11-22T10:00:00.200000Z\tingestion-1\n");
-    free(line);
+    const char *cases[] = {
+        "", "x", "\\", "\"", "\\\"", "a,b", "{x}", "NULL", "null", " lead", "trail ",
+        "tab\there", "nl\nhere", "cr\r\n",
+        "{\"room\": \"a\\tb\\\\c\\nd\\\"e'f\", \"uni\": \"\xc3\xa9\xe2\x98\x83\"}",
+        "\x01\x02\x1f\x7f",   /* control bytes pass through raw */
+    };
+    size_t ncases = sizeof cases / sizeof cases[0];
+    struct rowfmt_arrays a = { 0 };
+    struct reading *rs = calloc(ncases + 1, sizeof *rs);
+    assert_non_null(rs);
+    for (size_t i = 0; i < ncases; i++) {
+        rs[i] = sample();
+        snprintf(rs[i].sensor_id, sizeof rs[i].sensor_id, "%s", cases[i]);
+        rs[i].tags_json = (char *)cases[i];
+        assert_int_equal(rowfmt_arrays_add(&a, &rs[i]), 0);
+    }
+    rs[ncases] = sample();   /* and one without tags */
+    assert_int_equal(rowfmt_arrays_add(&a, &rs[ncases]), 0);
 
-    /* Tags are JSON text: its backslashes must be doubled, its tabs escaped. */
-    char tags[] = "{\"k\":\"a\\tb\\\\c\",\"raw\":\"x\ty\"}";
+    const char *v[ROWFMT_NARRAYS];
+    assert_int_equal(rowfmt_arrays_finish(&a, v), 0);
+    char *ids[32], *tags[32];
+    assert_int_equal(parse_array(v[0], ids, 32), ncases + 1);
+    assert_int_equal(parse_array(v[7], tags, 32), ncases + 1);
+    for (size_t i = 0; i < ncases; i++) {
+        assert_string_equal(ids[i], cases[i]);
+        assert_string_equal(tags[i], cases[i]);
+    }
+    assert_string_equal(ids[ncases], "s-1");
+    assert_null(tags[ncases]);   /* SQL NULL, not the string "NULL" */
+    free_elems(ids, ncases + 1);
+    free_elems(tags, ncases + 1);
+    rowfmt_arrays_free(&a);
+    free(rs);
+}
+
+static void test_arrays_layout(void **state)
+{
+    (void)state;
+    struct rowfmt_arrays a = { 0 };
+    const char *v[ROWFMT_NARRAYS];
+    struct reading r = sample();
+    assert_int_equal(rowfmt_arrays_add(&a, &r), 0);
+    char tags[] = "{\"k\":\"a\\\"b\"}";
     r.tags_json = tags;
-    line = line_of(&r, "i");
-    assert_non_null(strstr(line, "\t{\"k\":\"a\\\\tb\\\\\\\\c\",\"raw\":\"x\\ty\"}\t"));
-    /* Exactly ROWFMT_NCOLS fields. */
-    int tabs = 0;
-    for (char *p = line; *p; p++)
-        tabs += *p == '\t';
-    assert_int_equal(tabs, ROWFMT_NCOLS - 1);
-    free(line);
+    r.type = READING_PRESSURE;
+    r.raw_unit = "Pa";
+    r.value = 1013.25;
+    r.raw_value = 101325;
+    r.ts_us += 1;
+    assert_int_equal(rowfmt_arrays_add(&a, &r), 0);
+    assert_int_equal(a.n, 2);
+    assert_int_equal(rowfmt_arrays_finish(&a, v), 0);
+    /* ROWFMT_COLUMNS order, ingested_by left out. */
+    assert_string_equal(v[0], "{\"s-1\",\"s-1\"}");
+    assert_string_equal(v[1], "{\"temperature\",\"pressure\"}");
+    assert_string_equal(v[2], "{\"2026-11-22T10:00:00.123456Z\",\"2026-11-22T10:00:00.123457Z\"}");
+    assert_string_equal(v[3], "{\"21.999999999999996\",\"1013.25\"}");
+    assert_string_equal(v[4], "{\"C\",\"hPa\"}");
+    assert_string_equal(v[5], "{\"71.599999999999994\",\"101325\"}");
+    assert_string_equal(v[6], "{\"F\",\"Pa\"}");
+    assert_string_equal(v[7], "{NULL,\"{\\\"k\\\":\\\"a\\\\\\\"b\\\"}\"}");
+    assert_string_equal(v[8], "{\"2026-11-22T10:00:00.200000Z\",\"2026-11-22T10:00:00.200000Z\"}");
+
+    /* An empty batch is a valid empty array. */
+    rowfmt_arrays_reset(&a);
+    assert_int_equal(rowfmt_arrays_finish(&a, v), 0);
+    for (int i = 0; i < ROWFMT_NARRAYS; i++)
+        assert_string_equal(v[i], "{}");
+    rowfmt_arrays_free(&a);
 }
 
 static void test_doubles_round_trip(void **state)
@@ -175,7 +162,7 @@ static void test_doubles_round_trip(void **state)
     }
 }
 
-static void test_params_match_line(void **state)
+static void test_params_layout(void **state)
 {
     (void)state;
     struct reading r = sample();
@@ -214,19 +201,22 @@ static void test_timestamps_exact(void **state)
 static void test_buffer_reuse(void **state)
 {
     (void)state;
-    struct rowbuf b = { 0 };
+    struct rowfmt_arrays a = { 0 };
+    const char *v[ROWFMT_NARRAYS];
     struct reading r = sample();
     for (int i = 0; i < 5000; i++)   /* grows past the first allocation */
-        assert_int_equal(rowfmt_copy_line(&b, &r, "i"), 0);
-    size_t one = b.len / 5000;
-    assert_int_equal(b.len % 5000, 0);
-    rowbuf_reset(&b);
-    assert_int_equal(b.len, 0);
-    assert_int_equal(rowfmt_copy_line(&b, &r, "i"), 0);
-    assert_int_equal(b.len, one);
-    rowbuf_free(&b);
-    assert_null(b.data);
-    rowbuf_free(&b);   /* twice is fine */
+        assert_int_equal(rowfmt_arrays_add(&a, &r), 0);
+    assert_int_equal(rowfmt_arrays_finish(&a, v), 0);
+    size_t big = strlen(v[0]);
+    assert_int_equal(big, 1 + 5000 * strlen("\"s-1\","));   /* "{" + 5000 of them, "}" for the last "," */
+    rowfmt_arrays_reset(&a);
+    assert_int_equal(a.n, 0);
+    assert_int_equal(rowfmt_arrays_add(&a, &r), 0);
+    assert_int_equal(rowfmt_arrays_finish(&a, v), 0);
+    assert_string_equal(v[0], "{\"s-1\"}");
+    rowfmt_arrays_free(&a);
+    assert_null(a.col[0].data);
+    rowfmt_arrays_free(&a);   /* twice is fine */
 }
 
 static void expect_clean(const char *in, const char *want, size_t fixed)
@@ -258,13 +248,10 @@ static void test_utf8_clean(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_plain_and_unicode_pass_through),
-        cmocka_unit_test(test_specials_are_escaped),
-        cmocka_unit_test(test_null_marker),
-        cmocka_unit_test(test_escaping_round_trips),
-        cmocka_unit_test(test_line_layout),
+        cmocka_unit_test(test_array_quoting_round_trips),
+        cmocka_unit_test(test_arrays_layout),
         cmocka_unit_test(test_doubles_round_trip),
-        cmocka_unit_test(test_params_match_line),
+        cmocka_unit_test(test_params_layout),
         cmocka_unit_test(test_timestamps_exact),
         cmocka_unit_test(test_buffer_reuse),
         cmocka_unit_test(test_utf8_clean),
