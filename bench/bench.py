@@ -11,9 +11,11 @@ Scenarios (each BENCH_SECONDS long after a warm-up):
              mosquitto -> storage -> PostgreSQL, as fast as it goes
   batch      the same, 100 readings per POST
   half       single at half of single's rate, open loop (--rate): latency
-  db         the same rows straight into PostgreSQL (COPY into a temporary
-             table, then INSERT ... ON CONFLICT DO NOTHING, 10000 a
-             transaction): the database's own ceiling for our table
+  db         batch's rows again, straight into a fresh copy of the readings
+             table (COPY into a temporary table, then INSERT ... ON CONFLICT
+             DO NOTHING, 10000 a transaction): the database's own ceiling
+  scaling    single again with 1 and 3 ingestion replicas (--replicas), each
+             on a stack of its own: how throughput follows the replicas
 
 For each: readings/s answered 202, rows/s committed, POST latency
 p50/p99/p99.9 (sensor-sim), stored_at - received_at p50/p99 (the database),
@@ -25,6 +27,7 @@ bench/results/<time>.png (gnuplot: throughput and latency over time of the
 single and batch runs) when gnuplot is installed.
 
     bench.py [--bin build/bin] [--seconds 10] [--only single,batch]
+             [--replicas 1,3] [--env INGESTION_MAX_UNCONFIRMED=2 ...]
 """
 
 import argparse
@@ -35,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,6 +207,9 @@ def scenario_generator(args):
             p.wait()
 
 
+EXTRA_ENV = {}  # --env K=V: settings to try, given to every service
+
+
 def bench_env():
     """The services' environment: the defaults, except the limits that exist
     to stop one client from flooding, which is what the benchmark does from
@@ -210,6 +217,7 @@ def bench_env():
     env = {k: v for k, v in os.environ.items() if k not in stackmod.SERVICE_VARS}
     env.update(RATE_LIMIT_PER_ADDRESS="0", HAPROXY_TLS_CERT="",
                INGESTION_RATE_PER_SENSOR="0")
+    env.update(EXTRA_ENV)
     return env
 
 
@@ -285,7 +293,9 @@ def storage_counters(st):
 
 
 def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
-    conns = connections or (args.connections if batch == 1 else max(2, args.connections // 4))
+    # 100 readings a POST: half the connections carry 50 times the readings
+    # of the single run, with sensor-sim's memory in bounds.
+    conns = connections or (args.connections if batch == 1 else max(2, args.connections // 2))
     run_sim(args.bin, st.api_url, args.warmup, rate, conns, batch, f"warmup-{name}")
     meter = Meter(pipeline_pids(st))
     c0 = storage_counters(st)
@@ -310,40 +320,60 @@ def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
     return r
 
 
-def scenario_db(args, st, n_rows):
+def scenario_scaling(args, tmp, replicas):
+    """single again, on a stack of its own with `replicas` ingestion
+    replicas: how throughput follows the replica count."""
+    st = stackmod.Stack(tmp / f"scaling-{replicas}", stackmod.Ports.free(replicas),
+                        bin_dir=args.bin, env=bench_env())
+    st.start()
+    try:
+        r = scenario_pipeline(args, st, f"single-{replicas}r", 1)
+    finally:
+        st.stop()
+    r["replicas"] = replicas
+    return r
+
+
+def scenario_db(args, st, source_tag, n_rows):
     """The same rows, straight into PostgreSQL, the fastest dedup insert we
     know: per 10000 rows one transaction of COPY into a temporary table and
-    INSERT ... SELECT ... ON CONFLICT DO NOTHING, all in one psql session.
-    The CSV files are written before the clock starts."""
-    tag = "db"
+    INSERT ... SELECT ... ON CONFLICT DO NOTHING, all in one psql session,
+    into a fresh copy of the readings table (its indexes included). The rows
+    are the ones the run source_tag stored (or n_rows made up like them when
+    there is none), written to CSV files before the clock starts."""
     chunk = 10000
-    t_base = int(time.time() * 1e6) - 3600 * 1000000
     cols = "sensor_id, type, ts, value, unit, raw_value, raw_unit, tags, received_at, ingested_by"
+    src = st.state_dir / "bench-db.csv"
+    have = int(st.psql(f"select count(*) from readings where tags->>'run' = '{source_tag}'")[0][0])
+    if have:
+        st.psql(f"\\copy (select {cols} from readings where tags->>'run' = '{source_tag}') "
+                f"to '{src}' csv")
+    else:
+        t_base = int(time.time() * 1e6) - 3600 * 1000000
+        with open(src, "w") as f:
+            for i in range(n_rows):
+                f.write(f"{uuid.UUID(int=i % 1000)},temperature,{t_base + i},21.5,C,21.5,C,"
+                        f"\"{{\"\"run\"\": \"\"db\"\"}}\",{t_base + i},bench\n")
+    lines = src.read_text().splitlines(keepends=True)
+    st.psql("drop table if exists bench_db; create table bench_db (like readings including all)")
     body = ["\\set ON_ERROR_STOP 1"]
-    for off in range(0, n_rows, chunk):
+    for off in range(0, len(lines), chunk):
         path = st.state_dir / f"bench-db-{off}.csv"
-        with open(path, "w") as f:
-            for i in range(off, min(off + chunk, n_rows)):
-                f.write(f"bench-db-{i % 1000:04d},temperature,{t_base + i},21.5,C,21.5,C,"
-                        f"\"{{\"\"run\"\": \"\"{tag}\"\"}}\",{t_base + i},bench\n")
+        path.write_text("".join(lines[off:off + chunk]))
         body += ["begin;",
-                 "create temp table stage (sensor_id text, type text, ts_us bigint, value float8, "
-                 "unit text, raw_value float8, raw_unit text, tags jsonb, received_us bigint, "
-                 "ingested_by text) on commit drop;",
-                 f"\\copy stage from '{path}' csv",
-                 "insert into readings (" + cols + ") select sensor_id, type, "
-                 "timestamptz 'epoch' + ts_us * interval '1 microsecond', value, unit, raw_value, "
-                 "raw_unit, tags, timestamptz 'epoch' + received_us * interval '1 microsecond', "
-                 "ingested_by from stage on conflict do nothing;",
+                 "create temp table stage (like bench_db including defaults) on commit drop;",
+                 f"\\copy stage ({cols}) from '{path}' csv",
+                 f"insert into bench_db ({cols}) select {cols} from stage on conflict do nothing;",
                  "commit;"]
     meter = Meter({"postgres": st.services["postgres"].pid})
     t0 = time.monotonic()
     st.psql("\n".join(body), timeout=600)
     elapsed = time.monotonic() - t0
-    rows = int(st.psql(f"select count(*) from readings where tags->>'run' = '{tag}'")[0][0])
-    return {"scenario": "db", "accepted": n_rows, "rows": rows, "elapsed_s": elapsed,
+    rows = int(st.psql("select count(*) from bench_db")[0][0])
+    st.psql("drop table bench_db")
+    return {"scenario": "db", "accepted": len(lines), "rows": rows, "elapsed_s": elapsed,
             "readings_per_s": rows / elapsed, "rows_per_s": rows / elapsed,
-            "lost": n_rows - rows, "extra": 0, "failed": 0, "services": meter.read()}
+            "lost": len(lines) - rows, "extra": 0, "failed": 0, "services": meter.read()}
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -419,6 +449,11 @@ def ratios_of(by):
             ok = ing <= 16 and sto <= 32 and sim <= 32
             out[f"{name}: peak RSS MiB ingestion/storage/sim"] = (
                 f"{ing:.1f}/{sto:.1f}/{sim:.1f}", "<= 16/32/32", ok)
+    runs = sorted([(r.get("replicas", 2), sustained(r)) for n, r in by.items()
+                   if n == "single" or n.startswith("single-")])
+    if len(runs) > 1:
+        out["scaling: single readings/s by ingestion replicas"] = (
+            ", ".join(f"{n}: {v:.0f}" for n, v in runs), "", None)
     lost = sum(r.get("lost", 0) for r in by.values())
     out["readings answered 202 and not stored"] = (str(lost), "0", lost == 0)
     return out
@@ -481,9 +516,25 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 10)))
     ap.add_argument("--warmup", type=float, default=3)
     ap.add_argument("--connections", type=int, default=32,
-                    help="sensor-sim connections for one-reading POSTs (batch: a quarter)")
+                    help="sensor-sim connections for one-reading POSTs (batch: half)")
     ap.add_argument("--only", default="", help="comma-separated scenarios")
+    ap.add_argument("--replicas", default="1,3",
+                    help="scaling: also run single with these ingestion replica counts")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting for every service (repeatable), e.g. "
+                         "INGESTION_MAX_UNCONFIRMED=2")
     args = ap.parse_args(argv)
+    for kv in args.env:
+        name, sep, value = kv.partition("=")
+        if not sep or not name:
+            ap.error(f"--env {kv!r}: expected NAME=VALUE")
+        EXTRA_ENV[name] = value
+    try:
+        replica_counts = sorted({int(x) for x in args.replicas.split(",") if x.strip()})
+    except ValueError:
+        ap.error(f"--replicas {args.replicas!r}: expected numbers, e.g. 1,3")
+    if any(n < 1 or n > 16 for n in replica_counts):
+        ap.error(f"--replicas {args.replicas!r}: each between 1 and 16")
     args.bin = Path(args.bin).resolve()
     only = set(filter(None, args.only.split(",")))
     want = lambda n: not only or n in only  # noqa: E731
@@ -518,11 +569,14 @@ def main(argv=None):
                     say(f"half: one reading per POST at {rate:.0f}/s, open loop")
                     results.append(scenario_pipeline(args, st, "half", 1, rate=rate))
                 if want("db"):
-                    n = int(by["batch"]["rows"]) if "batch" in by else 200000
-                    say(f"db: {max(n, 100000)} rows straight into PostgreSQL")
-                    results.append(scenario_db(args, st, max(n, 100000)))
+                    say("db: the batch run's rows again, straight into a copy of the table")
+                    results.append(scenario_db(args, st, "batch", 200000))
             finally:
                 st.stop()
+        if want("scaling"):   # after the pipeline above is gone
+            for n in replica_counts:
+                say(f"scaling: single with {n} ingestion replica(s), a stack of its own")
+                results.append(scenario_scaling(args, tmp, n))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

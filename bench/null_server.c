@@ -36,7 +36,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench-null-server PORT\n");
         return 2;
     }
-    struct event_base *base = event_base_new();
+    /* As sensor-sim and ingestion: one epoll_ctl per fd per loop turn. */
+    struct event_config *ecfg = event_config_new();
+    struct event_base *base = NULL;
+    if (ecfg) {
+        event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        base = event_base_new_with_config(ecfg);
+        event_config_free(ecfg);
+    }
     struct evhttp *http = base ? evhttp_new(base) : NULL;
     if (!http) {
         fprintf(stderr, "bench-null-server: out of memory\n");

@@ -77,7 +77,7 @@ static const struct cfg_opt OPTIONS[] = {
       "doubling intervals (seconds)" },
     { "retention-max-mib", "INGESTION_RETENTION_MAX_MIB", CFG_INT, &C.retention_max_mib, "64",
       1, 65536, "memory for unconfirmed messages; beyond, the oldest are let go" },
-    { "max-unconfirmed", "INGESTION_MAX_UNCONFIRMED", CFG_INT, &C.max_unconfirmed, "4", 0, 1000,
+    { "max-unconfirmed", "INGESTION_MAX_UNCONFIRMED", CFG_INT, &C.max_unconfirmed, "1", 0, 1000,
       "while this many messages wait for the broker or for storage's confirmation, readings "
       "gather into the next message: larger messages while storage is behind (0 = off)" },
     { "confirm-wait-ms", "INGESTION_CONFIRM_WAIT_MS", CFG_INT, &C.confirm_wait_ms, "50", 1,
@@ -103,7 +103,8 @@ static const struct cfg_opt OPTIONS[] = {
     { "max-pending", "INGESTION_MAX_PENDING", CFG_INT, &C.max_pending, "100000", 1, 10000000,
       "readings waiting for the broker; beyond it requests get 503" },
     { "max-message-kib", "INGESTION_MAX_MESSAGE_KIB", CFG_INT, &C.max_message_kib, "256", 1,
-      65536, "an MQTT message is sent once it holds this much" },
+      65536, "an MQTT message is closed once it holds this much; readings then go into the "
+      "next one" },
     { "retry-after-s", "INGESTION_RETRY_AFTER_S", CFG_INT, &C.retry_after_s, "1", 1, 3600,
       "Retry-After of 503 answers (seconds)" },
     { "api-keys-file", "INGESTION_API_KEYS_FILE", CFG_STR, &C.api_keys_file, "", 0, 4096,
@@ -337,7 +338,18 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
-    if (evthread_use_pthreads() < 0 || !(a.base = event_base_new())) {
+    /* The changelist folds the epoll_ctl calls an fd's changes need between
+     * two epoll_wait calls into one: evhttp turns reading and writing on
+     * and off for every request (make bench, single: 7.0k -> 7.5k/s). Our
+     * descriptors are never dup()ed, which is the flag's one caveat. */
+    struct event_config *ecfg = event_config_new();
+    if (ecfg) {
+        event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        if (evthread_use_pthreads() == 0)
+            a.base = event_base_new_with_config(ecfg);
+        event_config_free(ecfg);
+    }
+    if (!a.base) {
         log_error("startup.failed", "reason=\"cannot create the event loop\"");
         goto out;
     }

@@ -63,6 +63,7 @@ struct publisher {
     struct event *hold_ev;       /* the open message waits for storage */
 
     struct pub_msg *open;        /* being filled */
+    struct pub_msg *full_head, *full_tail;  /* filled, waiting for storage */
     struct pub_msg *ready_head, *ready_tail;  /* from the spool, to send */
     struct event *sync_ev;       /* zero timeout: one fdatasync per loop turn */
     struct sync_waiter *sync_w;
@@ -462,16 +463,19 @@ static void age_young(struct publisher *p, int64_t now)
     p->young_head = m;
 }
 
-/* Whether the open message should wait: storage has not yet confirmed
+/* Whether the next message should wait: storage has not yet confirmed
  * max_unconfirmed recent messages. Each commit in storage costs about the
  * same whatever the message holds, so while storage is behind, fewer and
  * larger messages move more readings (and cost ingestion less per reading).
- * The wait is bounded: a message unconfirmed for confirm_wait_ms no longer
- * counts, so a slow or absent storage only delays by that much. */
-static int hold_for_storage(struct publisher *p, const struct pub_msg *open)
+ * A full message waits too (the next one fills meanwhile), so a pipeline
+ * offered more than storage commits slows its clients down instead of
+ * queueing without end in the broker; max_pending_readings bounds the wait
+ * (then 503). The wait is bounded in time as well: a message unconfirmed
+ * for confirm_wait_ms no longer counts, so a slow or absent storage only
+ * delays by that much. */
+static int hold_for_storage(struct publisher *p)
 {
-    if (!p->cfg.max_unconfirmed || p->draining ||
-        open->body.len >= p->cfg.max_message_bytes)
+    if (!p->cfg.max_unconfirmed || p->draining)
         return 0;
     int64_t now = ts_mono_us();
     age_young(p, now);
@@ -501,15 +505,23 @@ static void pump(struct publisher *p)
         m->next = NULL;
         send_msg(p, m);
     }
-    struct pub_msg *m = p->open;
-    if (!m || p->inflight >= p->cfg.max_inflight || hold_for_storage(p, m))
-        return;
-    p->open = NULL;
-    if (reading_msg_finish(&m->body) < 0) {
-        msg_complete(p, m, 0, "out of memory");
-        return;
+    /* The full messages are older than the open one: they go first. */
+    for (;;) {
+        struct pub_msg *m = p->full_head ? p->full_head : p->open;
+        if (!m || p->inflight >= p->cfg.max_inflight || hold_for_storage(p))
+            return;
+        if (m == p->full_head) {
+            if (!(p->full_head = m->next))
+                p->full_tail = NULL;
+            m->next = NULL;
+        } else {
+            p->open = NULL;
+        }
+        if (reading_msg_finish(&m->body) < 0)
+            msg_complete(p, m, 0, "out of memory");
+        else
+            send_msg(p, m);
     }
-    send_msg(p, m);
 }
 
 /* --- the spool ----------------------------------------------------------- */
@@ -865,6 +877,12 @@ int publisher_submit(struct publisher *p, const struct reading_batch *b, const c
     p->outstanding += b->n;
     p->open = m;
     if (m->body.len >= p->cfg.max_message_bytes) {
+        p->open = NULL;   /* full: the next request starts another */
+        if (p->full_tail)
+            p->full_tail->next = m;
+        else
+            p->full_head = m;
+        p->full_tail = m;
         pump(p);
     } else if (fresh) {
         /* Collect whatever else arrives in this turn of the loop. */
@@ -906,6 +924,11 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
         struct pub_msg *next = list->next;
         msg_complete(p, list, list->ok, list->why);
         list = next;
+    }
+    while (p->full_head) {
+        struct pub_msg *m = p->full_head;
+        p->full_head = m->next;
+        msg_complete(p, m, 0, "shutting down");
     }
     if (p->open)
         msg_complete(p, p->open, 0, "shutting down");

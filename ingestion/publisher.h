@@ -34,7 +34,8 @@ struct publisher_config {
     const char *password;        /* with username; copied */
     const char *topic;           /* where every message goes */
     const char *instance;        /* the "by" of each message */
-    size_t max_message_bytes;    /* flush a message once it is this big */
+    size_t max_message_bytes;    /* a message this big is closed; it is sent
+                                  * when the pacing below allows */
     size_t max_inflight;         /* messages sent and not yet acknowledged */
     size_t max_pending_readings; /* waiting for a slot: beyond this, refuse */
     const char *stored_topic;    /* storage's confirmations for us */
@@ -43,7 +44,7 @@ struct publisher_config {
     size_t retention_max_bytes;  /* beyond, the oldest are let go */
     /* Pacing by storage: while this many messages are in flight or
      * unconfirmed and younger than confirm_wait_ms, readings gather into the
-     * next message instead of making more (0: off). */
+     * next message instead of making more, and full messages wait (0: off). */
     size_t max_unconfirmed;
     int confirm_wait_ms;
     struct spool *spool;         /* NULL: none; else borrowed, outlives us */
