@@ -31,6 +31,7 @@ single and batch runs) when gnuplot is installed.
 """
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -140,7 +141,15 @@ def run_sim(bin_dir, url, seconds, rate, connections, batch, tag, stats_interval
     with tempfile.TemporaryFile() as out:
         p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                              stdin=subprocess.DEVNULL)
-        _, status, ru = os.wait4(p.pid, 0)
+        # The peak RSS from VmHWM while it runs: wait4's ru_maxrss also
+        # counts the memory of the (Python) process it was forked from.
+        peak = 0
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, peak_rss_kib(p.pid))
+            time.sleep(0.2)
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read().decode(errors="replace")
@@ -155,7 +164,7 @@ def run_sim(bin_dir, url, seconds, rate, connections, batch, tag, stats_interval
     if not summary:
         raise RuntimeError(f"sensor-sim gave no summary (status {p.returncode}):\n{text[-2000:]}")
     return {"summary": summary, "stats": stats, "status": p.returncode,
-            "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_kib": ru.ru_maxrss}
+            "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_kib": peak}
 
 
 def sim_result(sim, name):
@@ -354,12 +363,18 @@ def scenario_db(args, st, source_tag, n_rows):
             for i in range(n_rows):
                 f.write(f"{uuid.UUID(int=i % 1000)},temperature,{t_base + i},21.5,C,21.5,C,"
                         f"\"{{\"\"run\"\": \"\"db\"\"}}\",{t_base + i},bench\n")
-    lines = src.read_text().splitlines(keepends=True)
     st.psql("drop table if exists bench_db; create table bench_db (like readings including all)")
     body = ["\\set ON_ERROR_STOP 1"]
-    for off in range(0, len(lines), chunk):
-        path = st.state_dir / f"bench-db-{off}.csv"
-        path.write_text("".join(lines[off:off + chunk]))
+    paths, n_lines = [], 0
+    with open(src) as f:   # in chunks: the batch run's rows are 100+ MB
+        while True:
+            part = list(itertools.islice(f, chunk))
+            if not part:
+                break
+            paths.append(st.state_dir / f"bench-db-{len(paths)}.csv")
+            paths[-1].write_text("".join(part))
+            n_lines += len(part)
+    for path in paths:
         body += ["begin;",
                  "create temp table stage (like bench_db including defaults) on commit drop;",
                  f"\\copy stage ({cols}) from '{path}' csv",
@@ -371,9 +386,9 @@ def scenario_db(args, st, source_tag, n_rows):
     elapsed = time.monotonic() - t0
     rows = int(st.psql("select count(*) from bench_db")[0][0])
     st.psql("drop table bench_db")
-    return {"scenario": "db", "accepted": len(lines), "rows": rows, "elapsed_s": elapsed,
+    return {"scenario": "db", "accepted": n_lines, "rows": rows, "elapsed_s": elapsed,
             "readings_per_s": rows / elapsed, "rows_per_s": rows / elapsed,
-            "lost": len(lines) - rows, "extra": 0, "failed": 0, "services": meter.read()}
+            "lost": n_lines - rows, "extra": 0, "failed": 0, "services": meter.read()}
 
 
 # --- report ---------------------------------------------------------------------------------
