@@ -131,7 +131,7 @@ FUZZ_OUT      = $(BUILD)/fuzz
 FUZZ_SAN      = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS   = $(CSTD) -O1 -g $(WARN) $(FUZZ_SAN) -fno-omit-frame-pointer \
                 $(shell pkg-config --cflags jansson 2>/dev/null) -Icommon -MMD -MP $(CFLAGS)
-FUZZ_LIBS     = $(shell pkg-config --libs jansson 2>/dev/null) -lm
+FUZZ_LIBS     = $(shell pkg-config --libs jansson 2>/dev/null) -levent -lm
 FUZZ_NAMES    = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_LIB_OBJ  = $(patsubst %.c,$(FUZZ_OUT)/obj/%.o,$(COMMON_SRC) fuzz/oracle.c)
 

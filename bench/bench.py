@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -286,7 +287,6 @@ def db_figures(st, tag):
 def storage_counters(st):
     """storage's committed messages and the seconds spent committing them,
     from its /metrics."""
-    import urllib.request
     out = {"messages": 0.0, "commit_s": 0.0}
     try:
         with urllib.request.urlopen(st.storage_url + "/metrics", timeout=5) as resp:

@@ -7,6 +7,9 @@
  * guarded by one mutex that updates never touch. */
 #include "metrics.h"
 
+#include <event2/buffer.h>
+#include <event2/http.h>
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -354,4 +357,27 @@ char *metrics_render(size_t *len)
     if (len)
         *len = b.len;
     return b.p;
+}
+
+static void free_text(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
+int metrics_reply(struct evhttp_request *req, char *text, size_t len)
+{
+    struct evbuffer *out = text ? evbuffer_new() : NULL;
+    if (!out || evbuffer_add_reference(out, text, len, free_text, NULL) < 0) {
+        if (out)
+            evbuffer_free(out);
+        free(text);
+        return -1;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    evhttp_send_reply(req, 200, "OK", out);
+    evbuffer_free(out);
+    return 0;
 }

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 struct metric;
+struct evhttp_request;
 
 /* Registers (or finds: same name and labels give the same handle) a metric.
  * labels is the inside of {...}, already quoted (`k="v",k2="v2"`), or NULL/""
@@ -56,5 +57,11 @@ char *metrics_escape(const char *value, char *out, size_t outlen);
 /* Default latency buckets in seconds: 0.5 ms .. 10 s. */
 extern const double METRICS_LATENCY_BOUNDS[];
 extern const size_t METRICS_LATENCY_NBOUNDS;
+
+/* Answers req 200 with text (from metrics_render) as the Prometheus text
+ * format; takes text, which is freed once sent. Returns 0, or -1 with text
+ * freed and nothing sent when out of memory (text NULL counts as that): the
+ * caller answers the error its own way. Call from req's event loop thread. */
+int metrics_reply(struct evhttp_request *req, char *text, size_t len);
 
 #endif

@@ -257,13 +257,6 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
     /* Otherwise publish_done answers, perhaps already did: req is not ours. */
 }
 
-static void free_text(const void *data, size_t len, void *arg)
-{
-    (void)len;
-    (void)arg;
-    free((void *)data);
-}
-
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct http_api *api = arg;
@@ -307,17 +300,10 @@ static void handle(struct evhttp_request *req, void *arg)
         imetrics_response("/metrics", 200);
         size_t len;
         char *text = metrics_render(&len);
-        struct evbuffer *out = text ? evbuffer_new() : NULL;
-        if (!out) {
-            free(text);
+        if (metrics_reply(req, text, len) < 0) {
             reply_unavailable(api, req, "out of memory");
             return;
         }
-        evbuffer_add_reference(out, text, len, free_text, NULL);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          "text/plain; version=0.0.4; charset=utf-8");
-        evhttp_send_reply(req, 200, "OK", out);
-        evbuffer_free(out);
         api->requests++;
         return;
     }

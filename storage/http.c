@@ -2,6 +2,7 @@
  * from paho's, so a scrape never waits for a commit and a slow scraper never
  * delays one. */
 #include "http.h"
+#include "metrics.h"
 #include "smetrics.h"
 
 #include <event2/buffer.h>
@@ -34,13 +35,6 @@ static void reply(struct evhttp_request *req, int code, const char *reason, cons
         evbuffer_free(out);
 }
 
-static void free_text(const void *data, size_t len, void *arg)
-{
-    (void)len;
-    (void)arg;
-    free((void *)data);
-}
-
 static void handle(struct evhttp_request *req, void *arg)
 {
     (void)arg;
@@ -65,18 +59,9 @@ static void handle(struct evhttp_request *req, void *arg)
     } else if (path && !strcmp(path, "/metrics")) {
         size_t len;
         char *text = smetrics_render(&len);
-        struct evbuffer *out = text ? evbuffer_new() : NULL;
-        if (!out) {
-            free(text);
+        if (metrics_reply(req, text, len) < 0)
             reply(req, 503, "Service Unavailable", "application/json",
                   "{\"error\":\"out of memory\"}\n");
-            return;
-        }
-        evbuffer_add_reference(out, text, len, free_text, NULL);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          "text/plain; version=0.0.4; charset=utf-8");
-        evhttp_send_reply(req, 200, "OK", out);
-        evbuffer_free(out);
     } else {
         reply(req, 404, "Not Found", "application/json", "{\"error\":\"no such path\"}\n");
     }

@@ -2,7 +2,7 @@
  * quoting of tricky strings, the column layout, exact numbers and
  * timestamps, and the UTF-8 cleaning used for dead letters. (That
  * PostgreSQL reads the arrays back the same is checked against the real
- * server by the integration tests: test_storage's tricky strings.) */
+ * server by tests/integration/test_ingest_valid.py: its TRICKY tags.) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
