@@ -43,7 +43,7 @@ struct config {
     long port, max_body, max_readings, max_future_s, idle_timeout_s, drain_timeout_s;
     long max_inflight, max_pending, max_message_kib, retry_after_s;
     long retention_s, republish_after_s, retention_max_mib;
-    long max_unconfirmed, confirm_wait_ms;
+    long max_unconfirmed, confirm_wait_ms, linger_ms;
 };
 
 static struct config C;
@@ -83,6 +83,9 @@ static const struct cfg_opt OPTIONS[] = {
     { "confirm-wait-ms", "INGESTION_CONFIRM_WAIT_MS", CFG_INT, &C.confirm_wait_ms, "50", 1,
       10000, "a message unconfirmed for this long stops holding the next one back "
       "(milliseconds)" },
+    { "linger-ms", "INGESTION_LINGER_MS", CFG_INT, &C.linger_ms, "1", 0, 1000,
+      "a message waits this long for more readings before it is sent: fewer, larger "
+      "messages at moderate rates, for at most this much latency (milliseconds, 0 = off)" },
     { "spool-dir", "INGESTION_SPOOL_DIR", CFG_STR, &C.spool_dir, "spool", 1, 3900,
       "while the broker is unreachable, readings are fsync'd to <dir>/<instance-id> and "
       "answered 202; keep the instance id stable so a restart finds them" },
@@ -391,6 +394,7 @@ int main(int argc, char **argv)
         .retention_max_bytes = (size_t)C.retention_max_mib * 1048576,
         .max_unconfirmed = C.retention_s > 0 ? (size_t)C.max_unconfirmed : 0,
         .confirm_wait_ms = (int)C.confirm_wait_ms,
+        .linger_ms = (int)C.linger_ms,
         .spool = a.spool,
         .spool_dir = spool_dir,
     };

@@ -47,6 +47,9 @@ struct publisher_config {
      * next message instead of making more, and full messages wait (0: off). */
     size_t max_unconfirmed;
     int confirm_wait_ms;
+    /* A message not yet full waits until it is this old, gathering the
+     * readings that come meanwhile (0: sent as soon as pacing allows). */
+    int linger_ms;
     struct spool *spool;         /* NULL: none; else borrowed, outlives us */
     const char *spool_dir;       /* for log lines */
 };
