@@ -71,6 +71,14 @@ struct reading_limits {
 const char *reading_type_name(enum reading_type t);     /* "temperature" ... */
 const char *reading_canonical_unit(enum reading_type t); /* "C", "%", "hPa" */
 
+/* Writes v (finite) as text that reads back (strtod, PostgreSQL's float8,
+ * JSON) as exactly v, NUL-terminated; returns its length. A whole number of
+ * millionths, what sensors send, is written as its shortest decimal ("21.53",
+ * not "21.530000000000001") with integer arithmetic; anything else with
+ * %.17g. buf holds READING_NUMBER_MAX bytes. */
+#define READING_NUMBER_MAX 32
+size_t reading_format_number(double v, char buf[READING_NUMBER_MAX]);
+
 /* True when s (len bytes) is 1..READING_SENSOR_ID_MAX characters of
  * [A-Za-z0-9._:-]: the alphabet of sensor ids and instance ids. */
 int reading_sensor_id_valid(const char *s, size_t len);

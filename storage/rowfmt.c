@@ -130,8 +130,8 @@ void rowfmt_params(struct rowfmt_params *p, const struct reading *r, const char 
 {
     ts_format(r->ts_us, p->ts);
     ts_format(r->received_at_us, p->received_at);
-    snprintf(p->value, sizeof p->value, "%.17g", r->value);
-    snprintf(p->raw_value, sizeof p->raw_value, "%.17g", r->raw_value);
+    reading_format_number(r->value, p->value);
+    reading_format_number(r->raw_value, p->raw_value);
     p->values[0] = r->sensor_id;
     p->values[1] = reading_type_name(r->type);
     p->values[2] = p->ts;

@@ -54,7 +54,7 @@ int rowfmt_arrays_finish(struct rowfmt_arrays *a, const char *values[ROWFMT_NARR
  * and r (and by): p and r must outlive their use. */
 struct rowfmt_params {
     char ts[TS_TEXT_MAX], received_at[TS_TEXT_MAX];
-    char value[32], raw_value[32];
+    char value[READING_NUMBER_MAX], raw_value[READING_NUMBER_MAX];
     const char *values[ROWFMT_NCOLS];
 };
 void rowfmt_params(struct rowfmt_params *p, const struct reading *r, const char *by);

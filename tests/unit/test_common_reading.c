@@ -1207,6 +1207,60 @@ static void test_msg_awkward_doubles(void **state)
     round_trip("ingestion-1", rs, sizeof rs / sizeof rs[0]);
 }
 
+/* reading_format_number: the shortest decimal for whole millionths, and
+ * text that reads back as exactly the same double for everything. */
+static void test_format_number(void **state)
+{
+    (void)state;
+    static const struct { double v; const char *text; } cases[] = {
+        { 0, "0" }, { -0.0, "0" }, { 21.53, "21.53" }, { -273.15, "-273.15" },
+        { 0.1, "0.1" }, { 1e-6, "0.000001" }, { -0.000123, "-0.000123" },
+        { 100, "100" }, { 1013.25, "1013.25" }, { 123456.789, "123456.789" },
+        { 1234567.123456, "1234567.123456" }, { -99999999.5, "-99999999.5" },
+        /* Not whole millionths: printf's %.17g. */
+        { 1e-7, "9.9999999999999995e-08" }, { 1.0 / 3.0, "0.33333333333333331" },
+        { 1e300, "1.0000000000000001e+300" }, { 0.1 + 0.2, "0.30000000000000004" },
+    };
+    char buf[READING_NUMBER_MAX];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = reading_format_number(cases[i].v, buf);
+        assert_string_equal(buf, cases[i].text);
+        assert_int_equal(n, strlen(cases[i].text));
+    }
+    /* Round trips: random bit patterns, and whole millionths and hundredths
+     * (what sensors send) near the edges of the integer path. */
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        double v;
+        switch (i % 4) {
+        case 0:
+            memcpy(&v, &x, sizeof v);
+            if (!isfinite(v))
+                continue;
+            break;
+        case 1:
+            v = (double)(int64_t)(x % 20000000000000000ULL) / 1e6 * (x & 1 ? -1 : 1);
+            break;
+        case 2:
+            v = (double)(int64_t)(x % 200000) / 100.0;
+            break;
+        default:
+            v = (double)(int64_t)(x % 2000000000) / 1e6 + 1e-9 * (double)(x % 3);
+            break;
+        }
+        size_t n = reading_format_number(v, buf);
+        assert_true(n > 0 && n < READING_NUMBER_MAX);
+        char *end;
+        double back = strtod(buf, &end);
+        assert_true(*end == '\0');
+        if (back != v && !(v == 0 && back == 0))
+            fail_msg("%.17g written as %s reads back as %.17g", v, buf, back);
+    }
+}
+
 static void test_msg_digest(void **state)
 {
     (void)state;
@@ -1691,6 +1745,7 @@ int main(void)
         cmocka_unit_test_teardown(test_legacy_double_encoded_rejected, teardown),
         cmocka_unit_test_teardown(test_msg_round_trip, teardown),
         cmocka_unit_test_teardown(test_msg_awkward_doubles, teardown),
+        cmocka_unit_test_teardown(test_format_number, teardown),
         cmocka_unit_test_teardown(test_msg_digest, teardown),
         cmocka_unit_test_teardown(test_msg_negative_zero, teardown),
         cmocka_unit_test_teardown(test_msg_decode_negative_zero, teardown),

@@ -132,7 +132,7 @@ static void test_arrays_layout(void **state)
     assert_string_equal(v[2], "{\"2026-11-22T10:00:00.123456Z\",\"2026-11-22T10:00:00.123457Z\"}");
     assert_string_equal(v[3], "{\"21.999999999999996\",\"1013.25\"}");
     assert_string_equal(v[4], "{\"C\",\"hPa\"}");
-    assert_string_equal(v[5], "{\"71.599999999999994\",\"101325\"}");
+    assert_string_equal(v[5], "{\"71.6\",\"101325\"}");
     assert_string_equal(v[6], "{\"F\",\"Pa\"}");
     assert_string_equal(v[7], "{NULL,\"{\\\"k\\\":\\\"a\\\\\\\"b\\\"}\"}");
     assert_string_equal(v[8], "{\"2026-11-22T10:00:00.200000Z\",\"2026-11-22T10:00:00.200000Z\"}");
