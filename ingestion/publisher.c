@@ -514,8 +514,8 @@ static int linger(struct publisher *p, struct pub_msg *m)
 }
 
 /* Sends what waits, as far as the in-flight cap allows: spooled messages
- * being forwarded first (they are older), then the open message, unless it
- * waits for storage. */
+ * being forwarded first (they are older), then the full ones, then the open
+ * message, unless it waits for storage or is still lingering. */
 static void pump(struct publisher *p)
 {
     while (p->ready_head && p->inflight < p->cfg.max_inflight) {
