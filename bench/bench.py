@@ -10,11 +10,11 @@ Scenarios (each BENCH_SECONDS long after a warm-up):
   single     sensor-sim (1 reading per POST) -> HAProxy -> 2 ingestion ->
              mosquitto -> storage -> PostgreSQL, as fast as it goes
   batch      the same, 100 readings per POST
+  half       single at half of single's rate, open loop (--rate): latency;
+             run before batch, so that batch's burst is not in its figures
   paired     single and ceiling again, 3 alternating rounds of 5 s with both
              stacks up: the single / ceiling ratio the target is checked on
              (the machine's speed drifts between the two 10 s runs)
-  half       single at half of single's rate, open loop (--rate): latency;
-             run before batch, so that batch's burst is not in its figures
   db         batch's rows again, straight into a fresh copy of the readings
              table (COPY into a temporary table, then INSERT ... ON CONFLICT
              DO NOTHING, 10000 a transaction): the database's own ceiling
@@ -271,9 +271,9 @@ def scenario_ceiling(args, tmp):
 
 def scenario_paired(args, tmp, pipe, rounds=3, seconds=5.0):
     """single / ceiling once more, as short alternating rounds with both
-    stacks up: the machine is shared, and its speed drifts by 15% over
-    minutes, so two runs a minute apart compare the machine as much as the
-    pipeline. Each round runs ceiling and single back to back (in turn
+    stacks up: the machine is shared, and its speed drifts by 10-25% over
+    a minute or two, so two runs a minute apart compare the machine as much
+    as the pipeline. Each round runs ceiling and single back to back (in turn
     first), and gives one ratio of 202s per second; single's readings are
     checked for loss like any run's."""
     out = {"rounds": [], "lost": 0, "seconds": seconds}

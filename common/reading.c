@@ -513,38 +513,24 @@ size_t reading_format_number(double v, char buf[READING_NUMBER_MAX])
     /* k / 1e6 is correctly rounded, and so is strtod of the decimal k * 1e-6:
      * both are the double nearest the same real number. So when k / 1e6 == v
      * (k below 2^53, exact), the decimal of k millionths reads back as v.
-     * (printf's %.17g costs ~1 us a number, in big-number arithmetic.) */
+     * Integers print cheaply; %.17g of a double runs glibc's big-number
+     * code (perf: hack_digit, __mpn_divrem). */
     double scaled = v * 1e6;
-    if (isfinite(scaled) && fabs(scaled) < 9007199254740992.0) {
+    int n;
+    if (isfinite(scaled) && fabs(scaled) < 9007199254740992.0 &&
+        (double)llround(scaled) / 1e6 == v) {
         long long k = llround(scaled);
-        if ((double)k / 1e6 == v) {
-            unsigned long long u = k < 0 ? (unsigned long long)-k : (unsigned long long)k;
-            char tmp[READING_NUMBER_MAX];
-            size_t n = 0, len = 0;
-            unsigned long long frac = u % 1000000, whole = u / 1000000;
-            if (frac) {
-                int digits = 6;
-                while (frac % 10 == 0) {   /* no trailing zeros */
-                    frac /= 10;
-                    digits--;
-                }
-                for (int i = 0; i < digits; i++, frac /= 10)
-                    tmp[n++] = (char)('0' + frac % 10);
-                tmp[n++] = '.';
-            }
-            do {
-                tmp[n++] = (char)('0' + whole % 10);
-                whole /= 10;
-            } while (whole);
-            if (k < 0)
-                tmp[n++] = '-';
-            while (n)
-                buf[len++] = tmp[--n];
-            buf[len] = '\0';
-            return len;
-        }
+        unsigned long long u = k < 0 ? (unsigned long long)-k : (unsigned long long)k;
+        n = snprintf(buf, READING_NUMBER_MAX, "%s%llu.%06llu", k < 0 ? "-" : "", u / 1000000,
+                     u % 1000000);
+        while (buf[n - 1] == '0')   /* "21.530000" -> "21.53", "100.000000" -> "100" */
+            n--;
+        if (buf[n - 1] == '.')
+            n--;
+        buf[n] = '\0';
+        return (size_t)n;
     }
-    int n = snprintf(buf, READING_NUMBER_MAX, "%.17g", v);
+    n = snprintf(buf, READING_NUMBER_MAX, "%.17g", v);
     return n < 0 ? 0 : (size_t)n;
 }
 

@@ -52,36 +52,36 @@ static const char *route_label(struct evhttp_request *req)
     return NULL;
 }
 
-static void reply_json(struct http_api *api, struct evhttp_request *req, int code,
-                       const char *reason, json_t *body)
+/* Every answer but /metrics: a line of JSON (json: NULL, an empty body
+ * when out of memory), written into the request's own buffer. */
+static void reply_text(struct http_api *api, struct evhttp_request *req, int code,
+                       const char *reason, const char *json)
 {
     imetrics_response(route_label(req), code);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", "application/json");
-    struct evbuffer *out = evbuffer_new();
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    if (out && text) {
-        evbuffer_add(out, text, strlen(text));
-        evbuffer_add(out, "\n", 1);
-    }
-    evhttp_send_reply(req, code, reason, out);
-    free(text);
-    if (out)
-        evbuffer_free(out);
-    json_decref(body);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "application/json");
+    if (json)
+        evbuffer_add_printf(evhttp_request_get_output_buffer(req), "%s\n", json);
+    evhttp_send_reply(req, code, reason, NULL);
     api->requests++;
 }
 
-/* The 202, the answer to nearly every request: written straight into the
- * request's buffer, without building and dumping a JSON object. */
+static void reply_json(struct http_api *api, struct evhttp_request *req, int code,
+                       const char *reason, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    reply_text(api, req, code, reason, text);
+    free(text);
+    json_decref(body);
+}
+
+/* The 202, the answer to nearly every request: no JSON object to build and
+ * dump for it. */
 static void reply_accepted(struct http_api *api, struct evhttp_request *req, size_t n)
 {
-    imetrics_response(route_label(req), 202);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "application/json");
-    evbuffer_add_printf(evhttp_request_get_output_buffer(req), "{\"accepted\":%zu}\n", n);
-    evhttp_send_reply(req, 202, "Accepted", NULL);
-    api->requests++;
+    char text[40];
+    snprintf(text, sizeof text, "{\"accepted\":%zu}", n);
+    reply_text(api, req, 202, "Accepted", text);
 }
 
 static void reply_error(struct http_api *api, struct evhttp_request *req, int code,

@@ -58,11 +58,11 @@ struct publisher {
     char *username, *password;   /* NULL: anonymous */
     MQTTAsync client;
     struct event_base *base;
-    struct event *flush_ev;      /* zero timeout: end of this loop turn */
+    struct event *flush_ev;      /* the open message is due: linger_ms after
+                                  * its first reading (0: end of loop turn) */
     struct event *done_ev;       /* activated from paho's thread */
     struct event *tick_ev;       /* retries a failed first connect */
     struct event *hold_ev;       /* the open message waits for storage */
-    struct event *linger_ev;     /* the open message gathers readings */
 
     struct pub_msg *open;        /* being filled */
     struct pub_msg *full_head, *full_tail;  /* filled, waiting for storage */
@@ -494,11 +494,20 @@ static int hold_for_storage(struct publisher *p)
     return 1;
 }
 
+/* Arms flush_ev to pump again in us microseconds (0: at the end of this
+ * loop turn). */
+static void flush_in(struct publisher *p, int64_t us)
+{
+    struct timeval tv = { (time_t)(us / 1000000), (suseconds_t)(us % 1000000) };
+    evtimer_add(p->flush_ev, &tv);
+}
+
 /* Whether the open message m should wait for more readings: until it is
- * linger_ms old (then the timer pumps again). Every message costs about a
- * millisecond of CPU over all the services (broker, storage, a commit), so
- * at moderate rates, where storage would confirm each tiny message at once,
- * a millisecond of gathering halves the messages and the CPU they take. */
+ * linger_ms old, when flush_ev (armed as m opened) pumps again. Every
+ * message costs about a millisecond of CPU over all the services (broker,
+ * storage, a commit), so at moderate rates, where storage would confirm
+ * each tiny message at once, a millisecond of gathering halves the
+ * messages and the CPU they take. */
 static int linger(struct publisher *p, struct pub_msg *m)
 {
     if (!p->cfg.linger_ms || p->draining)
@@ -506,10 +515,10 @@ static int linger(struct publisher *p, struct pub_msg *m)
     int64_t left = m->open_us + (int64_t)p->cfg.linger_ms * 1000 - ts_mono_us();
     if (left <= 0)
         return 0;
-    if (!evtimer_pending(p->linger_ev, NULL)) {
-        struct timeval tv = { (time_t)(left / 1000000), (suseconds_t)(left % 1000000) };
-        evtimer_add(p->linger_ev, &tv);
-    }
+    /* libevent measures from the time cached at the start of its loop turn,
+     * so the timer may fire a little before m is due: arm it again. */
+    if (!evtimer_pending(p->flush_ev, NULL))
+        flush_in(p, left);
     return 1;
 }
 
@@ -785,13 +794,12 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
                  cfg->stored_topic);
     p->flush_ev = evtimer_new(base, flush_cb, p);
     p->hold_ev = evtimer_new(base, flush_cb, p);
-    p->linger_ev = evtimer_new(base, flush_cb, p);
     p->sync_ev = evtimer_new(base, sync_cb, p);
     p->done_ev = event_new(base, -1, 0, done_cb, p);
     p->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, p);
     if (!p->client_id || !p->topic || !p->instance || !p->stored_topic || !p->online_topic ||
         !p->flush_ev || !p->sync_ev ||
-        !p->done_ev || !p->tick_ev || !p->hold_ev || !p->linger_ev) {
+        !p->done_ev || !p->tick_ev || !p->hold_ev) {
         snprintf(err, errlen, "out of memory");
         goto err;
     }
@@ -910,9 +918,9 @@ int publisher_submit(struct publisher *p, const struct reading_batch *b, const c
         p->full_tail = m;
         pump(p);
     } else if (fresh) {
-        /* Collect whatever else arrives in this turn of the loop. */
-        struct timeval now = { 0, 0 };
-        evtimer_add(p->flush_ev, &now);
+        /* Collect whatever else arrives in this turn of the loop, and for
+         * linger_ms (linger()). */
+        flush_in(p, p->draining ? 0 : (int64_t)p->cfg.linger_ms * 1000);
     }
     return 0;
 oom:
@@ -979,8 +987,6 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
         event_free(p->tick_ev);
     if (p->hold_ev)
         event_free(p->hold_ev);
-    if (p->linger_ev)
-        event_free(p->linger_ev);
     pthread_mutex_destroy(&p->lock);
     free(p->client_id);
     free(p->username);
