@@ -83,6 +83,10 @@ struct publisher {
     struct pub_msg *finished;
     uint64_t *confirms;          /* digests from storage, not yet applied */
     size_t nconfirms, capconfirms;
+    /* A message waits for storage: a confirmation must wake the loop. Else
+     * confirmations are only recorded, and applied at the next PUBACK or
+     * tick: the loop is not woken once more per message for nothing. */
+    atomic_int awaiting_confirm;
 
     /* Acknowledged, not yet confirmed by storage: oldest first. */
     struct pub_msg *ret_head, *ret_tail;
@@ -235,7 +239,8 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
         if (p->nconfirms < p->capconfirms)
             p->confirms[p->nconfirms++] = digest;
         pthread_mutex_unlock(&p->lock);
-        event_active(p->done_ev, EV_READ, 0);
+        if (atomic_load(&p->awaiting_confirm))
+            event_active(p->done_ev, EV_READ, 0);
     }
     MQTTAsync_freeMessage(&m);
     MQTTAsync_free(topic);
@@ -484,6 +489,15 @@ static int hold_for_storage(struct publisher *p)
     if (p->inflight + p->young < p->cfg.max_unconfirmed)
         return 0;
     if (p->young_head) {   /* try again when the oldest has had its time */
+        /* From now on a confirmation wakes us; one that came before did
+         * not, so look (on_message sets, then reads; we store, then lock:
+         * one of the two sees the other). */
+        atomic_store(&p->awaiting_confirm, 1);
+        pthread_mutex_lock(&p->lock);
+        int pending = p->nconfirms > 0;
+        pthread_mutex_unlock(&p->lock);
+        if (pending)
+            event_active(p->done_ev, EV_READ, 0);
         int64_t left = p->young_head->first_us + (int64_t)p->cfg.confirm_wait_ms * 1000 - now;
         struct timeval tv = { (time_t)(left / 1000000), (suseconds_t)(left % 1000000) };
         if (left < 0)
@@ -714,11 +728,10 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     pump(arg);
 }
 
-static void done_cb(evutil_socket_t fd, short what, void *arg)
+/* Takes what paho's thread handed over: answers the acknowledged (or
+ * failed) messages' requests, then drops what storage confirmed. */
+static void collect(struct publisher *p)
 {
-    struct publisher *p = arg;
-    (void)fd;
-    (void)what;
     uint64_t stack_buf[64], *confirms = stack_buf;
     size_t nconf;
     pthread_mutex_lock(&p->lock);
@@ -745,6 +758,15 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
     apply_confirms(p, confirms, nconf);
     if (confirms != stack_buf)
         free(confirms);
+}
+
+static void done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct publisher *p = arg;
+    (void)fd;
+    (void)what;
+    atomic_store(&p->awaiting_confirm, 0);   /* pump() below sets it again if need be */
+    collect(p);
     forward_spool(p);   /* on a reconnect (on_connected wakes us): the spool first */
     pump(p);   /* a slot may have freed up for a waiting message */
     if (p->due_left || atomic_load(&p->resend_all))
@@ -758,6 +780,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (atomic_load(&p->state) == CONN_IDLE)
         start_connect(p);
+    collect(p);   /* confirmations recorded since the last PUBACK */
     forward_spool(p);
     republish_due(p);
 }
