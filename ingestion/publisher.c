@@ -429,10 +429,8 @@ static void start_connect(struct publisher *p)
     }
 }
 
-
-/* Sends the open message. Returns after handing it to paho, or after
- * failing its requests if paho refused it. */
-/* Hands one finished message to paho; on refusal, fails it at once. */
+/* Hands one finished message to paho; on refusal, fails its requests at
+ * once. */
 static void send_msg(struct publisher *p, struct pub_msg *m)
 {
     m->digest = reading_msg_digest(m->body.buf, m->body.len);
