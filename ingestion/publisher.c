@@ -83,9 +83,10 @@ struct publisher {
     struct pub_msg *finished;
     uint64_t *confirms;          /* digests from storage, not yet applied */
     size_t nconfirms, capconfirms;
-    /* A message waits for storage: a confirmation must wake the loop. Else
-     * confirmations are only recorded, and applied at the next PUBACK or
-     * tick: the loop is not woken once more per message for nothing. */
+    /* A message waits for storage, or the drain waits for everything to be
+     * confirmed: a confirmation must wake the loop. Else confirmations are
+     * only recorded, and applied at the next PUBACK or tick: the loop is not
+     * woken once more per message for nothing. */
     atomic_int awaiting_confirm;
 
     /* Acknowledged, not yet confirmed by storage: oldest first. */
@@ -763,7 +764,8 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
     struct publisher *p = arg;
     (void)fd;
     (void)what;
-    atomic_store(&p->awaiting_confirm, 0);   /* pump() below sets it again if need be */
+    if (!p->draining)   /* pump() below sets it again if need be */
+        atomic_store(&p->awaiting_confirm, 0);
     collect(p);
     forward_spool(p);   /* on a reconnect (on_connected wakes us): the spool first */
     pump(p);   /* a slot may have freed up for a waiting message */
@@ -956,6 +958,9 @@ oom:
 void publisher_drain(struct publisher *p)
 {
     p->draining = 1;
+    /* The drain ends when storage has confirmed everything: see each
+     * confirmation at once, not at the next tick. */
+    atomic_store(&p->awaiting_confirm, 1);
     pump(p);
 }
 

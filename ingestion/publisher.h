@@ -55,7 +55,9 @@ struct publisher_config {
 };
 
 struct publisher_stats {
-    size_t retained, retained_bytes;  /* unconfirmed, kept for republishing */
+    size_t retained, retained_bytes;  /* unconfirmed, kept for republishing
+                                       * (storage's confirmations count at the
+                                       * next PUBACK, at the latest within 1 s) */
     uint64_t confirmed, republished, expired, overflowed;
     uint64_t spooled;                 /* readings taken into the spool */
     size_t spool_bytes;
