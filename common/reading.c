@@ -516,10 +516,9 @@ size_t reading_format_number(double v, char buf[READING_NUMBER_MAX])
      * Integers print cheaply; %.17g of a double runs glibc's big-number
      * code (perf: hack_digit, __mpn_divrem). */
     double scaled = v * 1e6;
+    long long k = isfinite(scaled) && fabs(scaled) < 9007199254740992.0 ? llround(scaled) : 0;
     int n;
-    if (isfinite(scaled) && fabs(scaled) < 9007199254740992.0 &&
-        (double)llround(scaled) / 1e6 == v) {
-        long long k = llround(scaled);
+    if ((double)k / 1e6 == v) {   /* k = 0 for v = 0 too: "0" */
         unsigned long long u = k < 0 ? (unsigned long long)-k : (unsigned long long)k;
         n = snprintf(buf, READING_NUMBER_MAX, "%s%llu.%06llu", k < 0 ? "-" : "", u / 1000000,
                      u % 1000000);

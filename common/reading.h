@@ -72,7 +72,7 @@ const char *reading_type_name(enum reading_type t);     /* "temperature" ... */
 const char *reading_canonical_unit(enum reading_type t); /* "C", "%", "hPa" */
 
 /* Writes v (finite) as text that reads back (strtod, PostgreSQL's float8,
- * JSON) as exactly v, NUL-terminated; returns its length. A whole number of
+ * JSON) as exactly v (-0 as 0), NUL-terminated; returns its length. A whole number of
  * millionths, what sensors send, is written as its shortest decimal ("21.53",
  * not "21.530000000000001") with integer arithmetic; anything else with
  * %.17g. buf holds READING_NUMBER_MAX bytes. */

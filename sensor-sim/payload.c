@@ -20,23 +20,13 @@ size_t payload_prefix(char buf[PAYLOAD_PREFIX_MAX], const char *sensor_id,
     return (size_t)k < PAYLOAD_PREFIX_MAX ? (size_t)k : PAYLOAD_PREFIX_MAX - 1;
 }
 
-size_t payload_number(double v, char buf[PAYLOAD_NUM_MAX])
-{
-    /* 15 significant digits always survive the round trip text->double, so
-     * they are tried first; 17 always reproduce the double exactly. */
-    int k = snprintf(buf, PAYLOAD_NUM_MAX, "%.15g", v);
-    if (strtod(buf, NULL) != v)
-        k = snprintf(buf, PAYLOAD_NUM_MAX, "%.17g", v);
-    return k > 0 ? (size_t)k : 0;
-}
-
 void payload_add(struct sbuf *json, struct sbuf *csv,
                  const struct sim_reading *r,
                  const char *prefix, size_t prefix_len,
                  const struct payload_fmt *fmt)
 {
-    char num[PAYLOAD_NUM_MAX], ts[TS_TEXT_MAX], pbuf[PAYLOAD_PREFIX_MAX];
-    size_t nlen = payload_number(r->value, num);
+    char num[READING_NUMBER_MAX], ts[TS_TEXT_MAX], pbuf[PAYLOAD_PREFIX_MAX];
+    size_t nlen = reading_format_number(r->value, num);
     ts_format(r->ts_us, ts);
     size_t tlen = strlen(ts);
 

@@ -30,17 +30,12 @@ struct payload_fmt {
 };
 
 #define PAYLOAD_PREFIX_MAX 192
-#define PAYLOAD_NUM_MAX 32
 
 /* Writes the part of a reading object that never changes for one sensor,
  *   {"sensor_id":"<id>","type":"<type>","unit":"<unit>","value":
  * into buf and returns its length. Fleet mode computes it once per sensor. */
 size_t payload_prefix(char buf[PAYLOAD_PREFIX_MAX], const char *sensor_id,
                       enum reading_type type, const char *unit);
-
-/* Writes the shortest decimal text that reads back as exactly v ("71.6",
- * not "71.599999999999994") and returns its length. v must be finite. */
-size_t payload_number(double v, char buf[PAYLOAD_NUM_MAX]);
 
 /* Appends one reading object to json (no separator; the caller writes ','
  * and brackets), and, when csv is not NULL, the accepted-log line

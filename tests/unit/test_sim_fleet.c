@@ -168,8 +168,8 @@ static void test_walk_moves_and_values_are_short(void **state)
             else if (r.value != first)
                 changed = 1;
             /* Rounded to the unit's resolution: short decimal text. */
-            char buf[PAYLOAD_NUM_MAX];
-            assert_true(payload_number(r.value, buf) <= 8);
+            char buf[READING_NUMBER_MAX];
+            assert_true(reading_format_number(r.value, buf) <= 8);
         }
         assert_true(changed);
     }

@@ -112,8 +112,8 @@ static void test_batch_from_fleet(void **state)
         assert_non_null(nl);
         *nl = '\0';
         char want[256];
-        char num[PAYLOAD_NUM_MAX];
-        payload_number(rs[i].value, num);
+        char num[READING_NUMBER_MAX];
+        reading_format_number(rs[i].value, num);
         snprintf(want, sizeof want, "%s,%s,%s,%s,%s", rs[i].sensor_id,
                  reading_type_name(rs[i].type), json_string_value(json_object_get(o, "ts")),
                  num, rs[i].unit);
@@ -148,17 +148,17 @@ static void test_number_shortest_and_exact(void **state)
     (void)state;
     const double vs[] = { 71.6, 0.1, 1013.25, 101325, 22, -40, 1e-7, 0.30000000000000004,
                           123456789.123, 1.7976931348623157e308, 5e-324 };
-    char buf[PAYLOAD_NUM_MAX];
+    char buf[READING_NUMBER_MAX];
     for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
-        size_t n = payload_number(vs[i], buf);
+        size_t n = reading_format_number(vs[i], buf);
         assert_int_equal(n, strlen(buf));
         assert_true(strtod(buf, NULL) == vs[i]);
     }
-    payload_number(71.6, buf);
+    reading_format_number(71.6, buf);
     assert_string_equal(buf, "71.6");
-    payload_number(101325, buf);
+    reading_format_number(101325, buf);
     assert_string_equal(buf, "101325");
-    payload_number(0.30000000000000004, buf);
+    reading_format_number(0.30000000000000004, buf);
     assert_string_equal(buf, "0.30000000000000004");
 }
 
