@@ -277,6 +277,10 @@ static void handle(struct evhttp_request *req, void *arg)
     int up;
 
     request_id(api, req, rid);
+    if (!api->pub) {   /* shutting down: see http_api_detach */
+        reply_unavailable(api, req, "shutting down");
+        return;
+    }
 
     switch (http_api_route(path, (int)evhttp_request_get_command(req), &allow)) {
     case ROUTE_READINGS:
@@ -359,6 +363,14 @@ struct apikeys *http_api_set_keys(struct http_api *api, struct apikeys *keys)
 void http_api_set_draining(struct http_api *api)
 {
     api->draining = 1;
+}
+
+void http_api_detach(struct http_api *api)
+{
+    if (!api)
+        return;
+    api->draining = 1;
+    api->pub = NULL;
 }
 
 uint64_t http_api_requests(const struct http_api *api)

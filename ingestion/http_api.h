@@ -56,6 +56,10 @@ struct http_api *http_api_create(struct evhttp *http, struct publisher *pub,
  * draining before exit. */
 void http_api_set_draining(struct http_api *api);
 
+/* The publisher is gone (shutdown): from now on every request gets 503
+ * without touching it. api may be NULL. */
+void http_api_detach(struct http_api *api);
+
 /* Sensor authentication: from now on every POST needs a key of keys
  * (borrowed; NULL: no authentication). Returns the previous set, which the
  * caller frees (nothing refers to it any more). */

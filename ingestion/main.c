@@ -473,10 +473,9 @@ int main(int argc, char **argv)
              (unsigned long long)st.republished, (unsigned long long)st.expired);
     rc = 0;
 out:
+    /* The timer and the signals use the publisher: gone before it is. */
     if (a.drain_tick)
         event_free(a.drain_tick);
-    if (a.accept_pause)
-        event_free(a.accept_pause);
     if (a.sigterm)
         event_free(a.sigterm);
     if (a.sigint)
@@ -484,11 +483,21 @@ out:
     if (a.sighup)
         event_free(a.sighup);
     /* The publisher first: it answers (503) requests still waiting, which
-     * must happen while evhttp still owns them. evhttp_free then closes the
-     * connections and the listener it was given. */
+     * must happen while evhttp still owns them. */
     publisher_destroy(a.pub, 2000);
+    if (a.http && a.base) {
+        /* Those answers, and any the loop's last turn gave (the drain ends
+         * in the turn that answers the last request), are only queued: a
+         * few turns of the loop write them before evhttp_free closes the
+         * connections. A request arriving meanwhile gets 503. */
+        http_api_detach(a.api);
+        for (int i = 0; i < 4; i++)
+            event_base_loop(a.base, EVLOOP_NONBLOCK);
+    }
     if (a.http)
-        evhttp_free(a.http);
+        evhttp_free(a.http);   /* the connections and the listener it was given */
+    if (a.accept_pause)
+        event_free(a.accept_pause);
     http_api_destroy(a.api);
     apikeys_free(a.keys);
     ratelimit_free(a.limit);

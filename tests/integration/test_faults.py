@@ -19,8 +19,11 @@ check: every fault test must then fail."""
 import http.client
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -333,6 +336,48 @@ def test_sigterm_ingestion(st, api, run_factory):
     run.finish()
     run.check(api)
     assert not rows(st, f"sensor_id = '{f'drain-{run.tag}'[:64]}'"), "a reading answered 503 was stored"
+
+
+def test_sigterm_answers_what_waits(st):
+    """A request still waiting for the broker's PUBACK when the drain times
+    out is answered 503 with Retry-After (the client or HAProxy sends it
+    again), not left to a closed connection."""
+    port1 = st.ports.ingestion[0]
+    mq, svc1 = st.services["mosquitto"], st.services["ingestion-1"]
+    body = {"sensor_id": f"frozen-{now_us()}"[:64], "type": "humidity", "value": 50,
+            "ts": rfc3339(now_us())}
+    out = {}
+
+    def post():
+        try:
+            out["answer"] = Api("127.0.0.1", port1).post("/v1/readings", body,
+                                                         timeout=DRAIN_S + 30)
+        except Exception as e:  # the defect: a reset or an empty answer
+            out["error"] = repr(e)
+
+    def inflight():
+        page = Api("127.0.0.1", port1).get("/metrics", timeout=5).body.decode()
+        m = re.search(r"^sf_inflight_readings (\S+)$", page, re.M)
+        return m and float(m[1]) > 0
+
+    mq.signal(signal.SIGSTOP)   # the broker takes the PUBLISH and never answers
+    try:
+        t = threading.Thread(target=post)
+        t.start()
+        wait_for(inflight, 10, "the POST waiting for its PUBACK")
+        svc1.expect_exit = True
+        svc1.signal(15)
+        rc = wait_exit(st, "ingestion-1", DRAIN_S + 15)
+        t.join(30)
+    finally:
+        mq.signal(signal.SIGCONT)
+    assert rc == 0, f"ingestion-1 exited {rc}:\n{st.log_tail('ingestion-1', 20)}"
+    assert log_has(st, "ingestion-1", "shutdown.drain_timeout"), st.log_tail("ingestion-1", 20)
+    a = out.get("answer")
+    assert a is not None, (f"the waiting POST got no answer: {out.get('error')}\n"
+                           + st.log_tail("ingestion-1", 20))
+    assert a.status == 503 and a.headers.get("retry-after"), f"the waiting POST: {a!r}"
+    st.start_service("ingestion-1")
 
 
 def test_sigterm_storage(st, api, run_factory):
