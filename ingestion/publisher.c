@@ -168,11 +168,13 @@ static void on_connected(void *ctx, char *cause)
         log_warn("mqtt.subscribe_failed", "topic=%s rc=%d", p->cfg.stored_topic, rc);
     /* Whatever the broker held for storage may be gone (a restart or a
      * crash): send again everything not yet confirmed. */
+    atomic_store(&p->state, CONN_UP);
+    atomic_store(&p->connected, 1);
+    /* After connected: a republish_due seeing resend_all while not yet
+     * connected would clear it and send nothing until the next tick. */
     if (p->ever_connected)
         atomic_store(&p->resend_all, 1);
     p->ever_connected = 1;
-    atomic_store(&p->state, CONN_UP);
-    atomic_store(&p->connected, 1);
     log_info("mqtt.connected", "broker=%s client_id=%s", p->cfg.url, p->client_id);
     /* Wake the loop: the spool goes out now, ahead of newer readings, not at
      * the next tick (a reading posted after the reconnect was otherwise
@@ -961,6 +963,7 @@ void publisher_drain(struct publisher *p)
     /* The drain ends when storage has confirmed everything: see each
      * confirmation at once, not at the next tick. */
     atomic_store(&p->awaiting_confirm, 1);
+    collect(p);   /* and those recorded before the flag was up */
     pump(p);
 }
 
