@@ -182,8 +182,12 @@ int spool_take(struct spool *s, char **buf, size_t *len)
         return 1;
     if (s->active_bytes) {
         if (s->forward_bytes == 0 && access(s->forward_path, F_OK) < 0) {
-            /* The common case: a rename, then a fresh active file. */
-            if (rename(s->active_path, s->forward_path) < 0 || fsync(s->dir_fd) < 0)
+            /* The common case: a rename, then a fresh active file. Appends
+             * of this loop turn are not synced yet (their requests wait
+             * for spool_sync, which will sync the new file): sync them
+             * before the descriptor goes. */
+            if (fdatasync(s->active_fd) < 0 || rename(s->active_path, s->forward_path) < 0 ||
+                fsync(s->dir_fd) < 0)
                 return -1;
             int fd = open(s->active_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
             if (fd < 0)
