@@ -414,7 +414,12 @@ static void republish_due(struct publisher *p)
 static void start_connect(struct publisher *p)
 {
     MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer5;
-    co.keepAliveInterval = 20;
+    /* paho 1.3.11 pings after keepAliveInterval without traffic either way
+     * and gives up 1.5 intervals later: a broker that stopped answering
+     * (frozen, or the network gone quiet) is noticed after about 12 s, and
+     * the requests waiting for its PUBACK get their 503 then, well within
+     * HAProxy's `timeout server` (30 s); with 20 s they waited 50 s. */
+    co.keepAliveInterval = 5;
     co.cleanstart = 1;              /* publishers keep no session */
     co.automaticReconnect = 1;
     co.minRetryInterval = 1;

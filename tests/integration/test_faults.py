@@ -380,6 +380,31 @@ def test_sigterm_answers_what_waits(st):
     st.start_service("ingestion-1")
 
 
+def test_frozen_broker_answers_waiting(st):
+    """A broker that stops answering without closing the connection (frozen,
+    or a network gone quiet): the requests waiting for its PUBACK get 503
+    once ingestion's keepalive gives up on it, sooner than HAProxy's
+    `timeout server` (30 s) would cut them off; then new readings go to the
+    spool (202)."""
+    port1 = st.ports.ingestion[0]
+    mq = st.services["mosquitto"]
+    body = {"sensor_id": f"frozen2-{now_us()}"[:64], "type": "humidity", "value": 50,
+            "ts": rfc3339(now_us())}
+    mq.signal(signal.SIGSTOP)
+    try:
+        a = Api("127.0.0.1", port1).post("/v1/readings", body, timeout=28)
+        assert a.status == 503 and a.headers.get("retry-after"), f"the waiting POST: {a!r}"
+        assert log_has(st, "ingestion-1", "mqtt.connection_lost"), st.log_tail("ingestion-1", 20)
+        body["value"] = 51
+        a = Api("127.0.0.1", port1).post("/v1/readings", body, timeout=28)
+        assert a.status == 202, f"a POST once the broker is known gone: {a!r}"
+    finally:
+        mq.signal(signal.SIGCONT)
+    wait_connected(st)
+    wait_for(lambda: rows(st, f"sensor_id = '{body['sensor_id']}'"), 30,
+             "the spooled reading stored")
+
+
 def test_sigterm_storage(st, api, run_factory):
     run = run_factory("sigterm-storage", 17)
     run.wait_stored(300)
