@@ -69,7 +69,8 @@ static void log_db_event(void *ctx, const struct db_ensure_info *info,
     if (m)
         log_info("db.migrated", "version=%d name=%s", m->version, m->name);
     else
-        log_info("db.connected", "%s server_version=%d", info->where, info->server_version);
+        log_info("db.connected", "%s server_version=%d %s", info->where, info->server_version,
+                 info->settings);
 }
 
 int consumer_db_ensure(struct db *db, char *err, size_t errlen)

@@ -221,6 +221,22 @@ static PGconn *open_conn(const struct db *db, const char *conninfo, const char *
     return conn;
 }
 
+/* Whatever the server's or the role's defaults: a COMMIT is on disk before
+ * we acknowledge (synchronous_commit = off would break ack-after-commit on a
+ * server crash; local and the stronger settings are kept), and a statement
+ * stuck behind someone's lock or a stalled server fails and is retried,
+ * rather than holding paho's thread, and a SIGTERM, for ever. Timeouts the
+ * operator set are kept. Each is read back for db.connected. */
+#define SESSION_SETTINGS_SQL \
+    "SELECT CASE WHEN current_setting('synchronous_commit') = 'off'" \
+    " THEN set_config('synchronous_commit', 'on', false)" \
+    " ELSE current_setting('synchronous_commit') END," \
+    " CASE WHEN current_setting('lock_timeout') = '0'" \
+    " THEN set_config('lock_timeout', '10s', false) ELSE current_setting('lock_timeout') END," \
+    " CASE WHEN current_setting('statement_timeout') = '0'" \
+    " THEN set_config('statement_timeout', '1min', false)" \
+    " ELSE current_setting('statement_timeout') END"
+
 static int connect_db(struct db *db, struct db_ensure_info *info, char *err, size_t errlen)
 {
     disconnect(db);
@@ -229,7 +245,18 @@ static int connect_db(struct db *db, struct db_ensure_info *info, char *err, siz
     info->server_version = PQserverVersion(db->conn);
     snprintf(info->where, sizeof info->where, "host=%s port=%s dbname=%s user=%s",
              PQhost(db->conn), PQport(db->conn), PQdb(db->conn), PQuser(db->conn));
-    return DB_OK;
+    PGresult *res = PQexec(db->conn, SESSION_SETTINGS_SQL);
+    int rc = DB_OK;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 3)
+        snprintf(info->settings, sizeof info->settings,
+                 "synchronous_commit=%s lock_timeout=%s statement_timeout=%s",
+                 PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+    else
+        rc = fail(db, res, "settings", err, errlen);
+    PQclear(res);
+    if (rc != DB_OK)
+        disconnect(db);
+    return rc;
 }
 
 /* --- migrations ------------------------------------------------------------- */
@@ -580,6 +607,11 @@ out:
         res->inserted = res->rejected = 0;
         rollback_quietly(db);
     }
+    /* A refusal here is of BEGIN, a savepoint or the COMMIT (a deferred
+     * constraint, say), not of a reading: nothing was stored, so the message
+     * must not be acknowledged. As any system problem: retried. */
+    if (rc == DB_REJECTED)
+        rc = DB_RETRY;
     free(reasons);
     return rc;
 }

@@ -49,6 +49,7 @@ struct db_ensure_info {
     int applied;         /* migrations applied by this call */
     int server_version;  /* PQserverVersion(), e.g. 150004 */
     char where[200];     /* "host=... port=... dbname=... user=..." (no password) */
+    char settings[160];  /* "synchronous_commit=on lock_timeout=10s statement_timeout=1min" */
 };
 
 /* db_ensure's report, for the caller's log: called with m == NULL right

@@ -446,6 +446,59 @@ def dead_letters(st, since_id):
     return out
 
 
+def test_storage_raises_synchronous_commit(st):
+    """Ack-after-commit needs the COMMIT on disk: a role default of
+    synchronous_commit = off is raised to on for storage's session (and
+    said in db.connected)."""
+    role = stackmod.DB_STORAGE
+    st.psql(f"ALTER ROLE {role} SET synchronous_commit = off")
+    try:
+        since = log_size(st, "storage")
+        assert st.stop_service("storage") == 0
+        st.start_service("storage")
+        wait_for(lambda: log_has(st, "storage", "db.connected", since), 30, "storage reconnected")
+        with open(st.log_path("storage"), "rb") as f:
+            f.seek(since)
+            line = [ln for ln in f.read().decode().splitlines() if "db.connected" in ln][0]
+        assert "synchronous_commit=on" in line and "lock_timeout=10s" in line, line
+    finally:
+        st.psql(f"ALTER ROLE {role} RESET synchronous_commit")
+        st.stop_service("storage")
+        st.start_service("storage")
+
+
+def test_refused_at_commit_is_not_acknowledged(st, api):
+    """A refusal that only comes at COMMIT (here a deferred constraint
+    trigger) is a problem of the system, not of the reading: storage retries
+    without acknowledging, and the reading is stored once the cause is gone."""
+    sensor = f"commit-refused-{now_us()}"[:64]
+    st.psql(f"""
+        CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.sensor_id = '{sensor}' THEN
+                RAISE check_violation USING MESSAGE = 'refused at commit (test)';
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON readings
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit();""")
+    try:
+        since = log_size(st, "storage")
+        a = api.post("/v1/readings", {"sensor_id": sensor, "type": "humidity", "value": 50,
+                                      "ts": rfc3339(now_us())})
+        assert a.status == 202, a
+        wait_for(lambda: log_has(st, "storage", "op=store_rows", since), 30,
+                 "storage retrying the refused-at-commit reading")
+        assert not rows(st, f"sensor_id = '{sensor}'")
+    finally:
+        st.psql("DROP TRIGGER IF EXISTS refuse_at_commit ON readings;"
+                " DROP FUNCTION IF EXISTS refuse_at_commit()")
+    wait_for(lambda: rows(st, f"sensor_id = '{sensor}'"), 60, "the reading stored after the fix")
+    assert not st.psql("SELECT id FROM dead_letters WHERE"
+                       f" position(convert_to('{sensor}', 'UTF8') in payload) > 0"), \
+        "the reading was dead-lettered"
+
+
 def test_malformed_mqtt_messages_dead_lettered(st, api):
     tag = f"evil-{now_us()}"
     last = int(st.psql("select coalesce(max(id), 0) from dead_letters")[0][0])
