@@ -326,6 +326,44 @@ static int parse_one(const json_t *o, long idx, const struct reading_limits *lim
     return 0;
 }
 
+static int reading_key_cmp(const void *a, const void *b)
+{
+    const struct reading *x = *(const struct reading *const *)a;
+    const struct reading *y = *(const struct reading *const *)b;
+    if (x->ts_us != y->ts_us)
+        return x->ts_us < y->ts_us ? -1 : 1;
+    if (x->type != y->type)
+        return x->type < y->type ? -1 : 1;
+    return strcmp(x->sensor_id, y->sensor_id);
+}
+
+/* Two of the n readings at v with the same key (sensor_id, type, ts): sets
+ * *first < *dup to their positions (the pair with the lowest dup) and
+ * returns 1; 0 when all differ, -1 when out of memory. */
+static int find_duplicate(const struct reading *v, size_t n, long *first, long *dup)
+{
+    const struct reading **p = malloc(n * sizeof *p);
+    if (!p)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        p[i] = &v[i];
+    qsort(p, n, sizeof *p, reading_key_cmp);
+    int found = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (reading_key_cmp(&p[i - 1], &p[i]))
+            continue;
+        long a = p[i - 1] - v, b = p[i] - v;
+        long lo = a < b ? a : b, hi = a < b ? b : a;
+        if (!found || hi < *dup) {
+            *first = lo;
+            *dup = hi;
+            found = 1;
+        }
+    }
+    free(p);
+    return found;
+}
+
 /* Parses every reading of root (an object or an array) into out. */
 static int parse_root(const json_t *root, const struct reading_limits *lim, int64_t now_us,
                       struct reading_batch *out, struct reading_error *err)
@@ -356,6 +394,20 @@ static int parse_root(const json_t *root, const struct reading_limits *lim, int6
         }
         if (parse_one(json_array_get(root, i), (long)i, lim, now_us, r, err) < 0)
             goto err;
+    }
+    /* The key is what identifies a reading: two in one request would be
+     * stored as one while the answer counted both (readings without ts all
+     * get the time of receipt, so two of one sensor and type collide). */
+    long first = 0, dup = 0;
+    int d = n > 1 ? find_duplicate(out->v + keep, n, &first, &dup) : 0;
+    if (d < 0) {
+        fail(err, -1, "", "out of memory");
+        goto err;
+    }
+    if (d > 0) {
+        fail(err, dup, "ts", "same sensor_id, type and ts as reading %ld: a reading is "
+             "identified by them; give each its own ts", first);
+        goto err;
     }
     return 0;
 err:

@@ -95,9 +95,11 @@ int reading_convert(enum reading_type type, const char *unit, double raw,
                     double *canonical, const char **unit_static);
 
 /* Parses a POST /v1/readings body: one reading object or an array of
- * 1..max_readings of them. All or nothing: on success returns 0 and appends
- * every reading to out (received_at_us = now_us, ts_us = now_us when absent);
- * on the first problem returns -1, fills err and leaves out as it was. */
+ * 1..max_readings of them, no two with the same (sensor_id, type, ts_us)
+ * (the later one is refused, field "ts"). All or nothing: on success returns
+ * 0 and appends every reading to out (received_at_us = now_us, ts_us =
+ * now_us when absent); on the first problem returns -1, fills err and leaves
+ * out as it was. */
 int reading_parse_body(const char *body, size_t len,
                        const struct reading_limits *lim, int64_t now_us,
                        struct reading_batch *out, struct reading_error *err);

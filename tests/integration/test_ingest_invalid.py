@@ -133,6 +133,12 @@ CASES = [
     ("top-level-string", "POST", "/v1/readings", '"bad-reading"', J, 400, None, None),
     ("empty-array", "POST", "/v1/readings", "[]", J, 400, None, None),
     ("1001-readings", "POST", "/v1/readings", too_many, J, 400, None, None),
+    # Two readings with one key would be one row for "accepted": 2.
+    ("same-key-twice-without-ts", "POST", "/v1/readings",
+     [without("ts", sensor="bad-twice"), r("bad-twice-b"), without("ts", sensor="bad-twice", value=22)],
+     J, 400, "ts", 2, {"error": "same sensor_id, type and ts as reading 0"}),
+    ("same-key-twice", "POST", "/v1/readings", [r("bad-twice-ts"), r("bad-twice-ts", value=22)],
+     J, 400, "ts", 1, {"error": "same sensor_id, type and ts"}),
     ("body-over-1MiB", "POST", "/v1/readings", huge_body, J, 413, None, None),
     ("content-type-text-plain", "POST", "/v1/readings", r("bad-ct-plain"), "text/plain", 415, None, None),
     ("content-type-missing", "POST", "/v1/readings", r("bad-ct-missing"), None, 415, None, None),

@@ -463,14 +463,43 @@ static void test_body_max_readings(void **state)
     (void)state;
     const struct reading_limits two = { 2, 300 * US };
     const char *r = "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":1}";
+    const char *r2 = "{\"sensor_id\":\"t\",\"type\":\"humidity\",\"value\":1}";
     char body[512];
-    snprintf(body, sizeof body, "[%s,%s]", r, r);
+    snprintf(body, sizeof body, "[%s,%s]", r, r2);
     struct reading_batch b;
     accept_into(body, &two, &b);
     assert_int_equal(b.n, 2);
     reading_batch_free(&b);
-    snprintf(body, sizeof body, "[%s,%s,%s]", r, r, r);
+    snprintf(body, sizeof body, "[%s,%s,%s]", r, r2, r);
     expect_reject_n(BODY, body, strlen(body), &two, -1, "");
+}
+
+static void test_body_same_key_twice(void **state)
+{
+    (void)state;
+    struct reading_batch b;
+    /* Without ts both get the time of receipt: one row for two readings. */
+    const char *m = reject("[{\"sensor_id\":\"a\",\"type\":\"humidity\",\"value\":1},"
+                           " {\"sensor_id\":\"b\",\"type\":\"humidity\",\"value\":2},"
+                           " {\"sensor_id\":\"a\",\"type\":\"humidity\",\"value\":3}]",
+                           2, "ts");
+    assert_non_null(strstr(m, "reading 0"));
+    /* ts equal once truncated to the microsecond; the lowest pair is named. */
+    m = reject("[{\"sensor_id\":\"c\",\"type\":\"humidity\",\"value\":1},"
+               " {\"sensor_id\":\"a\",\"type\":\"humidity\",\"value\":1,"
+               "\"ts\":\"2026-01-01T00:00:00.0000001Z\"},"
+               " {\"sensor_id\":\"a\",\"type\":\"humidity\",\"value\":2,"
+               "\"ts\":\"2026-01-01T00:00:00.0000002Z\"},"
+               " {\"sensor_id\":\"c\",\"type\":\"humidity\",\"value\":2}]", 2, "ts");
+    assert_non_null(strstr(m, "reading 1"));
+    /* Another type, sensor or ts is another reading. */
+    accept_into("[{\"sensor_id\":\"a\",\"type\":\"humidity\",\"value\":1},"
+                " {\"sensor_id\":\"a\",\"type\":\"temperature\",\"value\":1},"
+                " {\"sensor_id\":\"b\",\"type\":\"humidity\",\"value\":1},"
+                " {\"sensor_id\":\"a\",\"type\":\"humidity\",\"value\":1,"
+                "\"ts\":\"2026-01-01T00:00:00.000001Z\"}]", &LIM, &b);
+    assert_int_equal(b.n, 4);
+    reading_batch_free(&b);
 }
 
 static void test_body_large_array(void **state)
@@ -1718,6 +1747,7 @@ int main(void)
         cmocka_unit_test_teardown(test_body_integer_value, teardown),
         cmocka_unit_test_teardown(test_body_array_appends_in_order, teardown),
         cmocka_unit_test_teardown(test_body_max_readings, teardown),
+        cmocka_unit_test_teardown(test_body_same_key_twice, teardown),
         cmocka_unit_test_teardown(test_body_large_array, teardown),
         cmocka_unit_test_teardown(test_body_len_is_honoured, teardown),
         cmocka_unit_test_teardown(test_body_unknown_fields_ignored, teardown),
