@@ -216,6 +216,10 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
     reading_batch_clear(&api->batch);
     int rc = legacy ? reading_parse_legacy(body, len, &api->cfg.limits, now, &api->batch, &rerr)
                     : reading_parse_body(body, len, &api->cfg.limits, now, &api->batch, &rerr);
+    /* The batch holds copies: the body goes now, not when the broker
+     * answers (else clients posting large bodies to a slow broker would
+     * hold a body each: memory bounded by connections, not readings). */
+    evbuffer_drain(in, len);
     if (rc < 0) {
         json_t *j = json_pack("{s:s}", "error", rerr.message);
         json_object_set_new(j, "index", rerr.index >= 0 ? json_integer(rerr.index) : json_null());
