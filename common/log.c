@@ -190,6 +190,14 @@ void log_emit(enum log_level level, const char *event, const char *fmt, ...)
     if (len >= sizeof line - 1)
         len = sizeof line - 2;
     char *outp = line;
+    if (!g_json) {
+        /* One event, one line, whatever a value held (a client's text in
+         * a debug line): control characters become spaces. The JSON form
+         * escapes them instead. */
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+                line[i] = ' ';
+    }
     if (g_json) {
         static const char *const lower[] = { "debug", "info", "warn", "error" };
         line[len] = '\0';

@@ -3,8 +3,10 @@
  *   2026-11-22T10:00:00.123Z INFO ingestion ingestion-1 mqtt.connected broker=tcp://127.0.0.1:1883
  *
  * Fields: UTC time (ms), level, service, instance, an event name (dotted,
- * stable, grep-able), then key=value fields. Each line is written with a
- * single write(2), so lines from several threads never interleave.
+ * stable, grep-able), then key=value fields; a control character in a
+ * value (a newline in a client's text) becomes a space, so an event is one
+ * line. Each line is written with a single write(2), so lines from several
+ * threads never interleave.
  * Process-wide state: call log_init() once, before any thread starts. */
 #ifndef SF_LOG_H
 #define SF_LOG_H

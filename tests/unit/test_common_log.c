@@ -8,6 +8,7 @@
 #include "log.h"
 
 #include <string.h>
+#include <unistd.h>
 
 static const char TS[] = "2026-11-22T10:00:00.123Z";
 
@@ -52,12 +53,35 @@ static void test_cut_lines_stay_one_object(void **state)
     assert_int_equal(out[n - 2], '"');
 }
 
+/* The text form: a value with a newline (a client's text) stays on the
+ * event's one line. */
+static void test_text_line_is_one_line(void **state)
+{
+    (void)state;
+    int fds[2], saved = dup(STDERR_FILENO);
+    assert_int_equal(pipe(fds), 0);
+    dup2(fds[1], STDERR_FILENO);
+    log_init("ingestion", "i-1", LOG_DEBUG);
+    log_debug("http.rejected", "error=\"unknown type 'temp\nFAKE LINE'\"\r");
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(fds[1]);
+    char buf[512];
+    ssize_t n = read(fds[0], buf, sizeof buf - 1);
+    close(fds[0]);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "http.rejected error=\"unknown type 'temp FAKE LINE'\" "));
+    assert_ptr_equal(strchr(buf, '\n'), buf + n - 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fields_become_members),
         cmocka_unit_test(test_no_fields_and_odd_text),
         cmocka_unit_test(test_cut_lines_stay_one_object),
+        cmocka_unit_test(test_text_line_is_one_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
