@@ -256,6 +256,17 @@ static json_t *opt_member(const json_t *obj, const char *key)
     return json_is_null(v) ? NULL : v;
 }
 
+/* v as the shortest %g that reads back as v: how it was sent, for an
+ * error message (%g alone made 100.0000001 "100"). */
+static void shortest_number(double v, char buf[READING_NUMBER_MAX])
+{
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, READING_NUMBER_MAX, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            return;
+    }
+}
+
 static int parse_one(const json_t *o, long idx, const struct reading_limits *lim,
                      int64_t now_us, struct reading *r, struct reading_error *err)
 {
@@ -302,9 +313,12 @@ static int parse_one(const json_t *o, long idx, const struct reading_limits *lim
             return fail(err, idx, "unit", "unit '%.16s' is not one of %s's units", unit_name,
                         types[r->type].name);
     }
-    if (reading_convert(r->type, unit_name, r->raw_value, &r->value, &r->raw_unit) < 0)
-        return fail(err, idx, "value", "%g %s is out of range for %s", r->raw_value,
-                    unit_name, types[r->type].name);
+    if (reading_convert(r->type, unit_name, r->raw_value, &r->value, &r->raw_unit) < 0) {
+        char num[READING_NUMBER_MAX];
+        shortest_number(r->raw_value, num);
+        return fail(err, idx, "value", "%s %s is out of range for %s", num, unit_name,
+                    types[r->type].name);
+    }
 
     const json_t *ts = opt_member(o, "ts");
     r->ts_us = now_us;
@@ -486,7 +500,9 @@ int reading_parse_legacy(const char *body, size_t len, const struct reading_limi
     r->received_at_us = now_us;
     r->ts_us = now_us;
     if (reading_convert(r->type, "F", r->raw_value, &r->value, &r->raw_unit) < 0) {
-        fail(err, 0, "content.temperature_f", "%g F is out of range", r->raw_value);
+        char num[READING_NUMBER_MAX];
+        shortest_number(r->raw_value, num);
+        fail(err, 0, "content.temperature_f", "%s F is out of range", num);
         batch_truncate(out, keep);
         goto done;
     }

@@ -474,6 +474,14 @@ static void test_body_max_readings(void **state)
     expect_reject_n(BODY, body, strlen(body), &two, -1, "");
 }
 
+static void test_body_out_of_range_names_the_value(void **state)
+{
+    (void)state;
+    const char *m = reject("{\"sensor_id\":\"a\",\"type\":\"humidity\",\"value\":100.0000001}",
+                           0, "value");
+    assert_non_null(strstr(m, "100.0000001 % is out of range for humidity"));
+}
+
 static void test_body_same_key_twice(void **state)
 {
     (void)state;
@@ -1748,6 +1756,7 @@ int main(void)
         cmocka_unit_test_teardown(test_body_array_appends_in_order, teardown),
         cmocka_unit_test_teardown(test_body_max_readings, teardown),
         cmocka_unit_test_teardown(test_body_same_key_twice, teardown),
+        cmocka_unit_test_teardown(test_body_out_of_range_names_the_value, teardown),
         cmocka_unit_test_teardown(test_body_large_array, teardown),
         cmocka_unit_test_teardown(test_body_len_is_honoured, teardown),
         cmocka_unit_test_teardown(test_body_unknown_fields_ignored, teardown),
