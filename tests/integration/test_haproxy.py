@@ -8,6 +8,8 @@ make RATE_LIMIT requests per 10 s. The flood test comes last, since the
 address stays limited for a while after it."""
 
 import http.client
+import socket
+import time
 import json
 import re
 import ssl
@@ -140,3 +142,33 @@ def test_flood_from_one_address_gets_429_and_nothing_of_it_is_stored(own_stack):
              == len(accepted), what="every accepted flood reading stored")
     stored = {r["sensor_id"] for r in rows(own_stack, f"sensor_id like '{prefix}-%'")}
     assert stored == accepted | {barrier}
+
+
+def test_slow_body_is_cut_by_haproxy(stack):
+    """A client trickling its body (slowloris) gets 408 from HAProxy once
+    `timeout http-request` (10 s) is up, rather than holding a replica's
+    connection for as long as it keeps sending."""
+    body = json.dumps({"sensor_id": f"slow-{now_us()}", "type": "humidity", "value": 50})
+    head = (f"POST /v1/readings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    s = socket.create_connection(("127.0.0.1", stack.ports.http), timeout=60)
+    answer = b""
+    try:
+        s.sendall(head)
+        for ch in body[:-1]:   # never the last byte
+            s.sendall(ch.encode())
+            time.sleep(1)
+            s.settimeout(0.01)
+            try:
+                answer = s.recv(4096)
+            except socket.timeout:
+                continue
+            finally:
+                s.settimeout(60)
+            break
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        s.close()
+    assert answer.startswith(b"HTTP/1.1 408"), f"a trickled body: {answer[:200]!r}"
+    assert not rows(stack, f"sensor_id = '{json.loads(body)['sensor_id']}'")
