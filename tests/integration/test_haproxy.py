@@ -171,4 +171,5 @@ def test_slow_body_is_cut_by_haproxy(stack):
     finally:
         s.close()
     assert answer.startswith(b"HTTP/1.1 408"), f"a trickled body: {answer[:200]!r}"
+    assert b"application/json" in answer and b'"error"' in answer, answer
     assert not rows(stack, f"sensor_id = '{json.loads(body)['sensor_id']}'")
