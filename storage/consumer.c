@@ -214,7 +214,8 @@ static void dead_letter(struct consumer *c, const char *topic, const void *paylo
 }
 
 /* Everything for one message; returns once it may be acknowledged. by gets
- * the ingestion instance that sent it, "" when the message did not decode. */
+ * the ingestion instance that sent it (of a message that did not decode:
+ * the one its topic names), "" when unknown. */
 static void handle_message(struct consumer *c, const char *topic, const void *payload,
                            size_t len, int dup, char by[READING_INSTANCE_MAX + 1])
 {
@@ -236,6 +237,15 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
             snprintf(reason, sizeof reason, "undecodable: %s%s%s", rerr.field,
                      *rerr.field ? ": " : "", rerr.message);
         dead_letter(c, topic, payload, len, reason);
+        /* Dead-lettered, the message is stored as far as its sender goes:
+         * confirm it to the instance the topic names (<prefix>/<instance>,
+         * as ingestion publishes), or ingestion would publish it again at
+         * each republish interval, one more dead letter each time. */
+        size_t np = strlen(c->cfg->topic_prefix);
+        const char *inst = topic + np + 1;
+        if (!strncmp(topic, c->cfg->topic_prefix, np) && topic[np] == '/' &&
+            reading_sensor_id_valid(inst, strlen(inst)) && strlen(inst) <= READING_INSTANCE_MAX)
+            memcpy(by, inst, strlen(inst) + 1);
         return;
     }
 

@@ -586,6 +586,40 @@ def test_malformed_mqtt_messages_dead_lettered(st, api):
     assert len(dead_letters(st, last)) == len(payloads), "the good message was dead-lettered too"
 
 
+def fnv1a64(data):
+    """The digest storage confirms a message with (reading_msg_digest)."""
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+    return f"{h:016x}"
+
+
+def test_dead_letter_is_confirmed_to_its_sender(st):
+    """A message storage could only dead-letter is still confirmed to the
+    ingestion instance its topic names, so that ingestion does not publish
+    it again (one more dead letter each time)."""
+    inst = f"evil-{now_us()}"
+    payload = b"not a message at all"
+    # stdbuf: mosquitto_sub's lines as they come, not when it exits.
+    sub = subprocess.Popen(["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1",
+                            "-p", str(st.ports.mqtt), "-V", "mqttv5", "-u", "ingestion",
+                            "-P", st.secrets["MQTT_INGESTION_PASSWORD"], "-d",
+                            "-t", f"sensorflow/v1/stored/{inst}", "-C", "1", "-W", "60"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in sub.stdout:   # -d: the SUBACK says it listens
+            lines.append(line.strip())
+            if "SUBACK" in line:
+                break
+        publish(st, f"sensorflow/v1/readings/{inst}", payload)
+        out, _ = sub.communicate(timeout=60)
+        lines += out.splitlines()
+    finally:
+        sub.kill()
+    assert fnv1a64(payload) in lines, f"no confirmation {fnv1a64(payload)}: {lines[-10:]}"
+
+
 # --- 8. the whole stack restarted ---------------------------------------------------
 
 def test_whole_stack_restart(st, api, run_factory):
