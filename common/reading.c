@@ -182,6 +182,7 @@ static int fail(struct reading_error *err, long index, const char *field, const 
     __attribute__((format(printf, 4, 5)));
 static int fail(struct reading_error *err, long index, const char *field, const char *fmt, ...)
 {
+    err->out_of_memory = 0;
     err->index = index;
     snprintf(err->field, sizeof err->field, "%s", field);
     va_list ap;
@@ -201,8 +202,19 @@ static int fail(struct reading_error *err, long index, const char *field, const 
     return -1;
 }
 
+static int fail_oom(struct reading_error *err, long index, const char *field)
+{
+    fail(err, index, field, "out of memory");
+    err->out_of_memory = 1;
+    return -1;
+}
+
 static int fail_json(struct reading_error *err, const json_error_t *je)
 {
+    /* jansson 2.14 says nothing at all (no text, code unknown) when it
+     * cannot allocate its lexer; later allocations fail with the code. */
+    if (json_error_code(je) == json_error_out_of_memory || !je->text[0])
+        return fail_oom(err, -1, "");
     return fail(err, -1, "", "invalid JSON: %s (line %d, column %d)",
                 je->text, je->line, je->column);
 }
@@ -245,7 +257,7 @@ static int parse_tags(const json_t *tags, long idx, char **out, struct reading_e
     }
     *out = json_dumps(tags, JSON_COMPACT);
     if (!*out)
-        return fail(err, idx, "tags", "out of memory");
+        return fail_oom(err, idx, "tags");
     return 0;
 }
 
@@ -386,7 +398,7 @@ static int parse_root(const json_t *root, const struct reading_limits *lim, int6
     if (json_is_object(root)) {
         struct reading *r = batch_push(out);
         if (!r)
-            return fail(err, -1, "", "out of memory");
+            return fail_oom(err, -1, "");
         if (parse_one(root, 0, lim, now_us, r, err) < 0)
             goto err;
         return 0;
@@ -403,7 +415,7 @@ static int parse_root(const json_t *root, const struct reading_limits *lim, int6
     for (size_t i = 0; i < n; i++) {
         struct reading *r = batch_push(out);
         if (!r) {
-            fail(err, -1, "", "out of memory");
+            fail_oom(err, -1, "");
             goto err;
         }
         if (parse_one(json_array_get(root, i), (long)i, lim, now_us, r, err) < 0)
@@ -415,7 +427,7 @@ static int parse_root(const json_t *root, const struct reading_limits *lim, int6
     long first = 0, dup = 0;
     int d = n > 1 ? find_duplicate(out->v + keep, n, &first, &dup) : 0;
     if (d < 0) {
-        fail(err, -1, "", "out of memory");
+        fail_oom(err, -1, "");
         goto err;
     }
     if (d > 0) {
@@ -489,7 +501,7 @@ int reading_parse_legacy(const char *body, size_t len, const struct reading_limi
     size_t keep = out->n;
     struct reading *r = batch_push(out);
     if (!r) {
-        fail(err, -1, "", "out of memory");
+        fail_oom(err, -1, "");
         goto done;
     }
     memcpy(r->sensor_id, json_string_value(id), json_string_length(id) + 1);
@@ -806,7 +818,7 @@ int reading_decode_message(const void *payload, size_t len, char *by, size_t byl
     for (size_t i = 0; i < json_array_size(arr); i++) {
         struct reading *r = batch_push(out);
         if (!r) {
-            fail(err, -1, "", "out of memory");
+            fail_oom(err, -1, "");
             goto done;
         }
         if (decode_one(json_array_get(arr, i), (long)i, r, err) < 0)

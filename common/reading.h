@@ -61,6 +61,7 @@ struct reading_error {
     long index;
     char field[32];
     char message[200];
+    int out_of_memory;   /* the input may be fine: try again later */
 };
 
 struct reading_limits {

@@ -220,6 +220,10 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
      * answers (else clients posting large bodies to a slow broker would
      * hold a body each: memory bounded by connections, not readings). */
     evbuffer_drain(in, len);
+    if (rc < 0 && rerr.out_of_memory) {   /* not the client's fault: retry */
+        reply_unavailable(api, req, "out of memory");
+        return;
+    }
     if (rc < 0) {
         json_t *j = json_pack("{s:s}", "error", rerr.message);
         json_object_set_new(j, "index", rerr.index >= 0 ? json_integer(rerr.index) : json_null());

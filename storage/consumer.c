@@ -115,12 +115,12 @@ static int sleep_unless_stopped(struct consumer *c, long ms)
  * is the one exit that neither acknowledges nor hangs. _exit, not exit:
  * the main thread may be inside paho or libpq right now. */
 static _Noreturn void exit_unacknowledged(const struct consumer *c, const char *topic,
-                                          size_t len)
+                                          size_t len, const char *while_what)
 {
     log_warn("storage.exit_unacked",
-             "topic=%s bytes=%zu client_id=%s msg=\"stop requested while the database "
-             "fails: exiting without acknowledging; the broker redelivers the message "
-             "to this client id\"", topic, len, c->cfg->client_id);
+             "topic=%s bytes=%zu client_id=%s msg=\"stop requested while %s: exiting "
+             "without acknowledging; the broker redelivers the message to this client id\"",
+             topic, len, c->cfg->client_id, while_what);
     _exit(0);
 }
 
@@ -187,7 +187,7 @@ static int run_job(struct consumer *c, struct job *j)
         log_warn("storage.store_failed", "op=%s topic=%s attempt=%d retry_in_ms=%ld err=\"%s\"",
                  job_names[j->kind], j->topic, n, delay, storage_log_value(err, qb, sizeof qb));
         if (sleep_unless_stopped(c, delay))
-            exit_unacknowledged(c, j->topic, j->len);
+            exit_unacknowledged(c, j->topic, j->len, "the database fails");
         delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
     }
 }
@@ -226,8 +226,20 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
     reading_batch_clear(&c->batch);
     by[0] = '\0';
     char rids[1024];   /* for the log line; cut with "..." past its size */
-    if (reading_decode_message(payload, len, by, READING_INSTANCE_MAX + 1, rids, sizeof rids,
-                               &c->batch, &rerr) < 0) {
+    int rc;
+    long delay = RETRY_FIRST_MS;
+    /* Out of memory says nothing about the message: not a dead letter, try
+     * again (as when the database fails) until it decodes or a stop comes. */
+    while ((rc = reading_decode_message(payload, len, by, READING_INSTANCE_MAX + 1, rids,
+                                        sizeof rids, &c->batch, &rerr)) < 0 &&
+           rerr.out_of_memory) {
+        log_error("storage.out_of_memory", "topic=%s bytes=%zu retry_in_ms=%ld", topic, len,
+                  delay);
+        if (sleep_unless_stopped(c, delay))
+            exit_unacknowledged(c, topic, len, "out of memory");
+        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
+    }
+    if (rc < 0) {
         by[0] = '\0';
         char reason[400];
         if (rerr.index >= 0)

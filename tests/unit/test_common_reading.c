@@ -482,6 +482,31 @@ static void test_body_out_of_range_names_the_value(void **state)
     assert_non_null(strstr(m, "100.0000001 % is out of range for humidity"));
 }
 
+static void *no_memory(size_t n)
+{
+    (void)n;
+    return NULL;
+}
+
+/* Out of memory is not the input's fault: flagged, so that ingestion
+ * answers 503 (not 400) and storage retries (no dead letter). */
+static void test_out_of_memory_is_flagged(void **state)
+{
+    (void)state;
+    struct reading_batch b = { 0 };
+    struct reading_error err;
+    const char *body = "{\"sensor_id\":\"a\",\"type\":\"humidity\",\"value\":1}";
+    json_set_alloc_funcs(no_memory, free);
+    int rc = reading_parse_body(body, strlen(body), &LIM, NOW, &b, &err);
+    json_set_alloc_funcs(malloc, free);
+    assert_int_equal(rc, -1);
+    assert_int_equal(err.out_of_memory, 1);
+    assert_int_equal(b.n, 0);
+    assert_int_equal(reading_parse_body("[]", 2, &LIM, NOW, &b, &err), -1);
+    assert_int_equal(err.out_of_memory, 0);
+    reading_batch_free(&b);
+}
+
 static void test_body_same_key_twice(void **state)
 {
     (void)state;
@@ -1756,6 +1781,7 @@ int main(void)
         cmocka_unit_test_teardown(test_body_array_appends_in_order, teardown),
         cmocka_unit_test_teardown(test_body_max_readings, teardown),
         cmocka_unit_test_teardown(test_body_same_key_twice, teardown),
+        cmocka_unit_test(test_out_of_memory_is_flagged),
         cmocka_unit_test_teardown(test_body_out_of_range_names_the_value, teardown),
         cmocka_unit_test_teardown(test_body_large_array, teardown),
         cmocka_unit_test_teardown(test_body_len_is_honoured, teardown),
