@@ -133,6 +133,10 @@ CASES = [
     ("top-level-string", "POST", "/v1/readings", '"bad-reading"', J, 400, None, None),
     ("empty-array", "POST", "/v1/readings", "[]", J, 400, None, None),
     ("1001-readings", "POST", "/v1/readings", too_many, J, 400, None, None),
+    ("expect-unknown", "POST", "/v1/readings",
+     lambda: raw_request("POST /v1/readings HTTP/1.1\r\nContent-Type: application/json\r\n"
+                         "Expect: something-else\r\nContent-Length: 2", b"{}"),
+     J, 417, None, None),
     # Two readings with one key would be one row for "accepted": 2.
     ("same-key-twice-without-ts", "POST", "/v1/readings",
      [without("ts", sensor="bad-twice"), r("bad-twice-b"), without("ts", sensor="bad-twice", value=22)],
