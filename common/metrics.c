@@ -375,8 +375,15 @@ int metrics_reply(struct evhttp_request *req, char *text, size_t len)
         free(text);
         return -1;
     }
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "text/plain; version=0.0.4; charset=utf-8");
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        /* evhttp 2.1 would send the body to a HEAD too: the length only. */
+        char cl[24];
+        snprintf(cl, sizeof cl, "%zu", len);
+        evhttp_add_header(h, "Content-Length", cl);
+        evbuffer_drain(out, len);
+    }
     evhttp_send_reply(req, 200, "OK", out);
     evbuffer_free(out);
     return 0;

@@ -4,6 +4,8 @@ and as the broker goes away and comes back (README: Operations).
 Counters are compared before and after, summed over the two replicas (HAProxy
 spreads the requests)."""
 
+import http.client
+import json
 import re
 import uuid
 
@@ -132,3 +134,28 @@ def test_broker_outage_shows_in_state_and_reconnects(own_stack):
              what="the spool forwarded")
     wait_for(lambda: Api("127.0.0.1", st.ports.storage_http).get("/readyz").status == 200,
              what="storage ready again")
+
+
+def test_head_answers_have_no_body(stack):
+    """HEAD on /healthz, /readyz and /metrics, straight to a replica: the
+    headers of GET (Content-Length included) and no body, so the next answer
+    on the same keep-alive connection reads cleanly."""
+    conn = http.client.HTTPConnection("127.0.0.1", stack.ports.ingestion[0], timeout=10)
+    try:
+        for path in ("/healthz", "/readyz", "/metrics"):
+            conn.request("GET", path)
+            g = conn.getresponse()
+            body = g.read()
+            conn.request("HEAD", path)
+            h = conn.getresponse()
+            assert h.read() == b""
+            assert h.status == g.status, (path, h.status, g.status)
+            # /metrics changes between two scrapes: only its presence counts
+            assert h.getheader("Content-Length"), path
+            if path != "/metrics":
+                assert int(h.getheader("Content-Length")) == len(body), path
+        conn.request("GET", "/healthz")
+        last = conn.getresponse()
+        assert last.status == 200 and json.loads(last.read()) == {"status": "ok"}
+    finally:
+        conn.close()
