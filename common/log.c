@@ -197,8 +197,7 @@ void log_emit(enum log_level level, const char *event, const char *fmt, ...)
         for (size_t i = 0; i < len; i++)
             if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
                 line[i] = ' ';
-    }
-    if (g_json) {
+    } else {
         static const char *const lower[] = { "debug", "info", "warn", "error" };
         line[len] = '\0';
         line[24] = '\0';   /* the time: "YYYY-MM-DDTHH:MM:SS.mmmZ" */

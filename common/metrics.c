@@ -6,6 +6,7 @@
  * threads at most). The registry itself is a list in registration order,
  * guarded by one mutex that updates never touch. */
 #include "metrics.h"
+#include "httpd.h"
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -368,23 +369,11 @@ static void free_text(const void *data, size_t len, void *arg)
 
 int metrics_reply(struct evhttp_request *req, char *text, size_t len)
 {
-    struct evbuffer *out = text ? evbuffer_new() : NULL;
-    if (!out || evbuffer_add_reference(out, text, len, free_text, NULL) < 0) {
-        if (out)
-            evbuffer_free(out);
+    if (!text || evbuffer_add_reference(evhttp_request_get_output_buffer(req), text, len,
+                                        free_text, NULL) < 0) {
         free(text);
         return -1;
     }
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-        /* evhttp 2.1 would send the body to a HEAD too: the length only. */
-        char cl[24];
-        snprintf(cl, sizeof cl, "%zu", len);
-        evhttp_add_header(h, "Content-Length", cl);
-        evbuffer_drain(out, len);
-    }
-    evhttp_send_reply(req, 200, "OK", out);
-    evbuffer_free(out);
+    httpd_reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8");
     return 0;
 }

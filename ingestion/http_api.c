@@ -1,6 +1,7 @@
 /* http_api.c -- the HTTP API of ingestion (v1): routes, validation, answers. */
 #include "http_api.h"
 #include "apikeys.h"
+#include "httpd.h"
 #include "imetrics.h"
 #include "metrics.h"
 #include "log.h"
@@ -58,19 +59,9 @@ static void reply_text(struct http_api *api, struct evhttp_request *req, int cod
                        const char *reason, const char *json)
 {
     imetrics_response(route_label(req), code);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", "application/json");
-    if (json && evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-        /* The length GET would send, and no body: evhttp 2.1 sends whatever
-         * the buffer holds, HEAD or not, and a keep-alive client would read
-         * it as the start of its next answer. */
-        char cl[24];
-        snprintf(cl, sizeof cl, "%zu", strlen(json) + 1);
-        evhttp_add_header(h, "Content-Length", cl);
-    } else if (json) {
+    if (json)
         evbuffer_add_printf(evhttp_request_get_output_buffer(req), "%s\n", json);
-    }
-    evhttp_send_reply(req, code, reason, NULL);
+    httpd_reply(req, code, reason, "application/json");
     api->requests++;
 }
 

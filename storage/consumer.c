@@ -124,6 +124,16 @@ static _Noreturn void exit_unacknowledged(const struct consumer *c, const char *
     _exit(0);
 }
 
+/* Between two attempts at one message: waits *delay ms, then doubles it (up
+ * to RETRY_MAX_MS). A stop requested meanwhile exits, unacknowledged. */
+static void back_off(struct consumer *c, long *delay, const char *topic, size_t len,
+                     const char *while_what)
+{
+    if (sleep_unless_stopped(c, *delay))
+        exit_unacknowledged(c, topic, len, while_what);
+    *delay = *delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : *delay * 2;
+}
+
 /* --- storing one message ---------------------------------------------------- */
 
 enum job_kind { JOB_BATCH, JOB_ROWS, JOB_DEAD_LETTER };
@@ -186,9 +196,7 @@ static int run_job(struct consumer *c, struct job *j)
         atomic_fetch_add(&c->db_failures, 1);
         log_warn("storage.store_failed", "op=%s topic=%s attempt=%d retry_in_ms=%ld err=\"%s\"",
                  job_names[j->kind], j->topic, n, delay, storage_log_value(err, qb, sizeof qb));
-        if (sleep_unless_stopped(c, delay))
-            exit_unacknowledged(c, j->topic, j->len, "the database fails");
-        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
+        back_off(c, &delay, j->topic, j->len, "the database fails");
     }
 }
 
@@ -235,9 +243,7 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
            rerr.out_of_memory) {
         log_error("storage.out_of_memory", "topic=%s bytes=%zu retry_in_ms=%ld", topic, len,
                   delay);
-        if (sleep_unless_stopped(c, delay))
-            exit_unacknowledged(c, topic, len, "out of memory");
-        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
+        back_off(c, &delay, topic, len, "out of memory");
     }
     if (rc < 0) {
         by[0] = '\0';
@@ -254,10 +260,12 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
          * as ingestion publishes), or ingestion would publish it again at
          * each republish interval, one more dead letter each time. */
         size_t np = strlen(c->cfg->topic_prefix);
-        const char *inst = topic + np + 1;
-        if (!strncmp(topic, c->cfg->topic_prefix, np) && topic[np] == '/' &&
-            reading_sensor_id_valid(inst, strlen(inst)) && strlen(inst) <= READING_INSTANCE_MAX)
-            memcpy(by, inst, strlen(inst) + 1);
+        if (!strncmp(topic, c->cfg->topic_prefix, np) && topic[np] == '/') {
+            const char *inst = topic + np + 1;
+            size_t n = strlen(inst);
+            if (n <= READING_INSTANCE_MAX && reading_sensor_id_valid(inst, n))
+                memcpy(by, inst, n + 1);
+        }
         return;
     }
 

@@ -2,6 +2,7 @@
  * from paho's, so a scrape never waits for a commit and a slow scraper never
  * delays one. */
 #include "http.h"
+#include "httpd.h"
 #include "metrics.h"
 #include "smetrics.h"
 
@@ -26,13 +27,8 @@ struct shttp {
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *ctype,
                   const char *body)
 {
-    struct evbuffer *out = evbuffer_new();
-    if (out)
-        evbuffer_add(out, body, strlen(body));
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
-    evhttp_send_reply(req, code, reason, out);
-    if (out)
-        evbuffer_free(out);
+    evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
+    httpd_reply(req, code, reason, ctype);
 }
 
 static void handle(struct evhttp_request *req, void *arg)

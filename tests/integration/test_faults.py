@@ -349,6 +349,7 @@ def test_sigterm_answers_what_waits(st):
     """A request still waiting for the broker's PUBACK when the drain times
     out is answered 503 with Retry-After (the client or HAProxy sends it
     again), not left to a closed connection."""
+    wait_connected(st)   # ready includes spooling: the POST must reach the broker
     port1 = st.ports.ingestion[0]
     mq, svc1 = st.services["mosquitto"], st.services["ingestion-1"]
     body = {"sensor_id": f"frozen-{now_us()}"[:64], "type": "humidity", "value": 50,
@@ -388,6 +389,7 @@ def test_frozen_broker_answers_waiting(st):
     once ingestion's keepalive gives up on it, sooner than HAProxy's
     `timeout server` (30 s) would cut them off; then new readings go to the
     spool (202)."""
+    wait_connected(st)   # ready includes spooling: the POST must reach the broker
     port1 = st.ports.ingestion[0]
     mq = st.services["mosquitto"]
     body = {"sensor_id": f"frozen2-{now_us()}"[:64], "type": "humidity", "value": 50,
@@ -454,6 +456,7 @@ def test_waiting_requests_do_not_hold_their_bodies(st):
     leave ingestion's memory far from 40 MiB larger."""
     if b"__asan_init" in (st.bin_dir / "ingestion").read_bytes():
         pytest.skip("under ASan freed memory waits in quarantine: RSS shows nothing here")
+    wait_connected(st)   # ready includes spooling: the POSTs must wait for the broker
     port1, n = st.ports.ingestion[0], 40
     mq = st.services["mosquitto"]
     pid = st.services["ingestion-1"].proc.pid
@@ -496,6 +499,12 @@ def test_storage_raises_synchronous_commit(st):
     role = stackmod.DB_STORAGE
     st.psql(f"ALTER ROLE {role} SET synchronous_commit = off")
     try:
+        # A session of storage's role does start with it off.
+        r = subprocess.run([str(stackmod.PG_BIN / "psql"), "-X", "-At", st.database_url,
+                            "-c", "SHOW synchronous_commit"], capture_output=True, text=True,
+                           timeout=30, env=dict(os.environ,
+                                                PGPASSFILE=str(st.state_dir / "secrets" / "pgpass")))
+        assert r.returncode == 0 and r.stdout.strip() == "off", (r.stdout, r.stderr)
         since = log_size(st, "storage")
         assert st.stop_service("storage") == 0
         st.start_service("storage")

@@ -137,10 +137,15 @@ def test_broker_outage_shows_in_state_and_reconnects(own_stack):
 
 
 def test_head_answers_have_no_body(stack):
-    """HEAD on /healthz, /readyz and /metrics, straight to a replica: the
-    headers of GET (Content-Length included) and no body, so the next answer
-    on the same keep-alive connection reads cleanly."""
-    conn = http.client.HTTPConnection("127.0.0.1", stack.ports.ingestion[0], timeout=10)
+    """HEAD on /healthz, /readyz and /metrics, straight to a replica and to
+    storage: the headers of GET (Content-Length included) and no body, so the
+    next answer on the same keep-alive connection reads cleanly."""
+    for port in (stack.ports.ingestion[0], stack.ports.storage_http):
+        _head_then_get(port)
+
+
+def _head_then_get(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         for path in ("/healthz", "/readyz", "/metrics"):
             conn.request("GET", path)
