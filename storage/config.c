@@ -117,7 +117,7 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
     const struct cfg_opt opts[] = {
         { "database-url", "DATABASE_URL", CFG_STR, &c->database_url,
           "postgresql://sensorflow@127.0.0.1:5432/sensorflow", 1, 4096,
-          "libpq connection URI or key=value conninfo" },
+          "libpq connection URI or key=value conninfo, of a UTF8 database" },
         { "database-owner-url", "DATABASE_OWNER_URL", CFG_STR, &c->database_owner_url, "", 0,
           4096, "connection of the role that owns the tables: migrations run with it, then "
           "grant DATABASE_URL's role INSERT; empty = migrate over DATABASE_URL" },

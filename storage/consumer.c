@@ -174,8 +174,9 @@ static int run_job(struct consumer *c, struct job *j)
     long delay = RETRY_FIRST_MS;
 
     for (int n = 1;; n++) {
-        /* DB_FATAL here means a migration failed on reconnect: nothing we
-         * can do from a callback but keep the message and keep trying. */
+        /* DB_FATAL here (on reconnect, a migration failed or the database
+         * is not UTF8): nothing we can do from a callback but keep the
+         * message and keep trying. */
         int rc = consumer_db_ensure(c->db, err, sizeof err);
         if (rc == DB_OK) {
             c->db_up = 1;

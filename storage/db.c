@@ -245,6 +245,18 @@ static int connect_db(struct db *db, struct db_ensure_info *info, char *err, siz
     info->server_version = PQserverVersion(db->conn);
     snprintf(info->where, sizeof info->where, "host=%s port=%s dbname=%s user=%s",
              PQhost(db->conn), PQport(db->conn), PQdb(db->conn), PQuser(db->conn));
+    /* Ingestion accepts any Unicode text in ids, units and tags. Another
+     * encoding refuses some of it (LATIN1 has no "€"), and SQL_ASCII stores
+     * bytes unchecked: readings answered 202 would be refused here, after
+     * the fact. Say so once, at startup, instead. */
+    const char *enc = PQparameterStatus(db->conn, "server_encoding");
+    if (!enc || strcmp(enc, "UTF8")) {
+        snprintf(err, errlen, "database %s is encoded %s, not UTF8: readings may hold any "
+                 "Unicode text (create it with ENCODING 'UTF8' TEMPLATE template0)",
+                 PQdb(db->conn), enc ? enc : "(unknown)");
+        disconnect(db);
+        return DB_FATAL;
+    }
     PGresult *res = PQexec(db->conn, SESSION_SETTINGS_SQL);
     int rc = DB_OK;
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 3)

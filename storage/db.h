@@ -23,8 +23,9 @@ enum db_status {
     DB_REJECTED = -2,  /* nothing was committed; the data itself is refused
                         * (SQLSTATE class 22 data exception, 23 integrity
                         * constraint, 54 program limit): retrying never helps */
-    DB_FATAL = -3      /* a migration failed for a reason other than the
-                        * connection: the schema cannot be brought up to date */
+    DB_FATAL = -3      /* the database cannot serve us, and retrying cannot
+                        * change that: a migration failed for a reason other
+                        * than the connection, or it is not encoded UTF8 */
 };
 
 /* Creates a handle; does not connect. conninfo is a libpq URI or key=value
@@ -64,7 +65,8 @@ typedef void db_event_fn(void *ctx, const struct db_ensure_info *info,
  * a fixed advisory lock, so replicas starting together are safe; a no-op
  * when the schema is current) and creates the per-session staging table.
  * Returns DB_OK, DB_RETRY (cannot connect, or a transient error) or
- * DB_FATAL (a migration's SQL failed). on_event may be NULL. */
+ * DB_FATAL (not a UTF8 database, or a migration's SQL failed). on_event
+ * may be NULL. */
 int db_ensure(struct db *db, db_event_fn *on_event, void *ctx,
               struct db_ensure_info *info, char *err, size_t errlen);
 

@@ -2,7 +2,8 @@
  * (database first), then the MQTT consumer until SIGTERM/SIGINT.
  *
  * Exit status: 0 after a requested stop, 1 when storage cannot work
- * (a migration fails, the broker refuses the subscription), 2 on bad
+ * (the database is not UTF8, a migration fails, the broker refuses the
+ * subscription), 2 on bad
  * configuration. The work itself is in consumer.c and db.c. */
 #include "config.h"
 #include "consumer.h"
@@ -91,8 +92,8 @@ static int setup_signals(char *err, size_t errlen)
 }
 
 /* Connects and migrates before consuming anything: without the schema every
- * message would only be retried. Returns 0 when up, 1 on a migration that
- * cannot succeed, -1 when a stop signal arrived first (wake byte in *why). */
+ * message would only be retried. Returns 0 when up, 1 when the database
+ * cannot serve us (DB_FATAL), -1 when a stop signal arrived first (wake byte in *why). */
 static int start_database(struct db *db, char *why)
 {
     char err[512];
@@ -105,7 +106,7 @@ static int start_database(struct db *db, char *why)
         char qb[sizeof err];
         storage_log_value(err, qb, sizeof qb);
         if (rc == DB_FATAL) {
-            log_error("db.migration_failed", "err=\"%s\"", qb);
+            log_error("db.unusable", "err=\"%s\"", qb);
             return 1;
         }
         log_warn("db.connect_failed", "attempt=%d retry_in_ms=%ld err=\"%s\"", attempt, delay, qb);

@@ -519,6 +519,36 @@ def test_storage_raises_synchronous_commit(st):
         st.start_service("storage")
 
 
+def test_storage_refuses_a_database_not_utf8(st):
+    """Ingestion accepts any Unicode text; a LATIN1 database cannot store
+    "\u20ac" and would refuse readings already answered 202. storage says so at
+    startup and exits 1 (cannot work), instead of dead-lettering them later."""
+    st.psql(f"CREATE DATABASE sf_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+            f"TEMPLATE template0 OWNER {stackmod.DB_OWNER}", db="postgres")
+    # The pgpass file names the database: the same passwords, for this one.
+    pgpass = st.state_dir / "secrets" / "pgpass-latin1"
+    pgpass.write_text("".join(
+        ":".join(f[:2] + ["sf_latin1"] + f[3:]) + "\n"
+        for f in (ln.split(":") for ln in (st.state_dir / "secrets" / "pgpass").read_text().split())))
+    pgpass.chmod(0o600)
+    try:
+        env = dict(st.services["storage"].env, PGPASSFILE=str(pgpass),
+                   DATABASE_URL=st.database_url.rsplit("/", 1)[0] + "/sf_latin1",
+                   DATABASE_OWNER_URL=st.owner_url.rsplit("/", 1)[0] + "/sf_latin1",
+                   STORAGE_CLIENT_ID="storage-latin1", STORAGE_HTTP_PORT="0")
+        r = subprocess.run([str(st.bin_dir / "storage")], env=env, capture_output=True,
+                           text=True, timeout=60, cwd=st.state_dir)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1, out
+        line = [ln for ln in out.splitlines() if "db.unusable" in ln]
+        assert line and "sf_latin1 is encoded LATIN1, not UTF8" in line[0], out
+        # Nothing was set up in it: it stopped before migrating.
+        assert st.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'readings'",
+                       db="sf_latin1") == [["0"]]
+    finally:
+        st.psql("DROP DATABASE sf_latin1", db="postgres")
+
+
 def test_refused_at_commit_is_not_acknowledged(st, api):
     """A refusal that only comes at COMMIT (here a deferred constraint
     trigger) is a problem of the system, not of the reading: storage retries
