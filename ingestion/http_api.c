@@ -83,10 +83,33 @@ static void reply_accepted(struct http_api *api, struct evhttp_request *req, siz
     reply_text(api, req, 202, "Accepted", text);
 }
 
+/* Every refusal has one shape, HAProxy's included (haproxy.cfg.in):
+ * {"error": message, "index": the reading at fault or null, "field": its
+ * field or null}. */
+static void reply_error_at(struct http_api *api, struct evhttp_request *req, int code,
+                           const char *reason, const char *message, long index,
+                           const char *field)
+{
+    reply_json(api, req, code, reason,
+               json_pack("{s:s, s:o, s:o}", "error", message,
+                         "index", index >= 0 ? json_integer(index) : json_null(),
+                         "field", field && *field ? json_string(field) : json_null()));
+}
+
 static void reply_error(struct http_api *api, struct evhttp_request *req, int code,
                         const char *reason, const char *message)
 {
-    reply_json(api, req, code, reason, json_pack("{s:s}", "error", message));
+    reply_error_at(api, req, code, reason, message, -1, NULL);
+}
+
+/* The index of the reading whose sensor_id is sensor (a pointer into b, as
+ * apikeys_check and ratelimit_take give it). */
+static long index_of_sensor(const struct reading_batch *b, const char *sensor)
+{
+    for (size_t i = 0; i < b->n; i++)
+        if (b->v[i].sensor_id == sensor)
+            return (long)i;
+    return -1;
 }
 
 static void reply_unavailable(struct http_api *api, struct evhttp_request *req, const char *why)
@@ -224,20 +247,18 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
         return;
     }
     if (rc < 0) {
-        json_t *j = json_pack("{s:s}", "error", rerr.message);
-        json_object_set_new(j, "index", rerr.index >= 0 ? json_integer(rerr.index) : json_null());
-        json_object_set_new(j, "field", rerr.field[0] ? json_string(rerr.field) : json_null());
         log_debug("http.rejected", "rid=%s status=400 index=%ld field=%s error=\"%s\"", rid,
                   rerr.index, rerr.field, rerr.message);
-        reply_json(api, req, 400, "Bad Request", j);
+        reply_error_at(api, req, 400, "Bad Request", rerr.message, rerr.index, rerr.field);
         return;
     }
     const char *sensor = NULL;
     if (api->keys && apikeys_check(api->keys, key, &api->batch, &sensor) == APIKEY_FORBIDDEN) {
         char msg[160];
         snprintf(msg, sizeof msg, "this API key may not write sensor %s", sensor);
-        log_debug("http.rejected", "rid=%s status=403 sensor=%s", rid, sensor);
-        reply_error(api, req, 403, "Forbidden", msg);
+        long at = index_of_sensor(&api->batch, sensor);
+        log_debug("http.rejected", "rid=%s status=403 index=%ld sensor=%s", rid, at, sensor);
+        reply_error_at(api, req, 403, "Forbidden", msg, at, "sensor_id");
         return;
     }
     long retry_s = 0;
@@ -252,9 +273,10 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
         char ra[24];
         snprintf(ra, sizeof ra, "%ld", retry_s > 0 ? retry_s : 60);
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
-        log_debug("http.rejected", "rid=%s status=429 sensor=%s retry_after_s=%s", rid, sensor,
-                  ra);
-        reply_error(api, req, 429, "Too Many Requests", msg);
+        long at = index_of_sensor(&api->batch, sensor);
+        log_debug("http.rejected", "rid=%s status=429 index=%ld sensor=%s retry_after_s=%s", rid,
+                  at, sensor, ra);
+        reply_error_at(api, req, 429, "Too Many Requests", msg, at, "sensor_id");
         return;
     }
     struct pending *pd = malloc(sizeof *pd);

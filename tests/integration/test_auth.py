@@ -55,6 +55,7 @@ def test_keys_decide_who_writes_what(own_stack):
     assert a.status == 401, a
     assert a.headers.get("www-authenticate", "").startswith("Bearer"), a.headers
     assert "missing API key" in a.json["error"]
+    assert a.json["index"] is None and a.json["field"] is None, a
     a = post(st, reading("hall1-t1"), key="not-a-key-0123456789")
     assert a.status == 401 and a.json["error"] == "unknown API key", a
     a = Api("127.0.0.1", st.ports.http).post("/v1/readings", reading("hall1-t1"),
@@ -65,7 +66,7 @@ def test_keys_decide_who_writes_what(own_stack):
     a = post(st, reading(other), key=HALL)
     assert a.status == 403 and other in a.json["error"], a
     a = post(st, [reading("hall1-h1"), reading(other)], key=HALL)
-    assert a.status == 403, a
+    assert a.status == 403 and a.json["index"] == 1 and a.json["field"] == "sensor_id", a
     b = post(st, reading("hall1-h1"), key=HALL)
     assert b.status == 202, b
     wait_for(lambda: rows(st, "sensor_id = 'hall1-h1'"), what="hall1-h1 stored")
@@ -131,6 +132,7 @@ def test_flood_from_one_sensor_gets_429_while_others_pass(own_stack):
     for a in limited:
         assert int(a.headers["retry-after"]) >= 1, a.headers
         assert "hall1-flood" in a.json["error"]
+        assert a.json["index"] == 0 and a.json["field"] == "sensor_id", a
     # Meanwhile another sensor, same key, same replica, is not held back.
     calm = post(st, reading("hall1-calm"), key=HALL, port=port)
     assert calm.status == 202, calm
