@@ -40,6 +40,8 @@ struct pub_msg {
     int64_t next_us;         /* next republish if still unconfirmed */
     unsigned copies;         /* republications so far */
     int forwarded;           /* read back from the spool */
+    int lost;                /* failed for want of a connection (in flight
+                              * when it went, or sent while it was down) */
     int young;               /* retained and counted in p->young */
 };
 
@@ -97,6 +99,7 @@ struct publisher {
     struct pub_msg *young_head;
     size_t young;
     int draining;                /* nothing waits for storage any more */
+    int destroying;              /* failures are final: nothing is spooled */
     atomic_int resend_all;       /* set on reconnection */
     atomic_int re_inflight;      /* republications awaiting PUBACK */
     int due_left;                /* republish_due() ran out of slots */
@@ -138,10 +141,13 @@ static void on_publish_ok(void *ctx, MQTTAsync_successData5 *resp)
 
 static void on_publish_fail(void *ctx, MQTTAsync_failureData5 *resp)
 {
-    (void)resp;
-    /* Connection lost with the message in flight (-11), or a PUBACK reason
-     * code >= 0x80 (e.g. not authorised): either way not acknowledged. */
-    hand_back(ctx, 0, "broker did not acknowledge the readings");
+    struct pub_msg *m = ctx;
+    /* Connection lost with the message in flight (-11, FACTS.md), or a
+     * PUBACK reason code >= 0x80 (e.g. not authorised): either way not
+     * acknowledged. Only the first may go to the spool: a refusal would be
+     * refused again when the spool is forwarded. */
+    m->lost = resp && resp->code == MQTTASYNC_OPERATION_INCOMPLETE && resp->reasonCode < 0x80;
+    hand_back(m, 0, "broker did not acknowledge the readings");
 }
 
 static void on_subscribe_fail(void *ctx, MQTTAsync_failureData5 *resp)
@@ -321,10 +327,16 @@ static void retain(struct publisher *p, struct pub_msg *m)
     }
 }
 
+static int spool_lost(struct publisher *p, struct pub_msg *m);
+
 /* Runs every waiter of m on the loop thread, then retains m (acknowledged)
- * or frees it (failed: its requests were told so). */
+ * or frees it (failed: its requests were told so, or wait for the spool). */
 static void msg_complete(struct publisher *p, struct pub_msg *m, int ok, const char *why)
 {
+    if (!ok && spool_lost(p, m)) {
+        msg_free(m);
+        return;
+    }
     if (ok && m->first_us)
         imetrics_publish_latency((double)(ts_mono_us() - m->first_us) / 1e6);
     for (size_t i = 0; i < m->nw; i++)
@@ -457,6 +469,7 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
     if (rc != MQTTASYNC_SUCCESS) {
         p->inflight--;
         log_debug("mqtt.publish_refused", "rc=%d readings=%zu", rc, m->readings);
+        m->lost = rc == MQTTASYNC_DISCONNECTED;
         msg_complete(p, m, 0, "broker unavailable");
     }
 }
@@ -598,21 +611,78 @@ static void sync_cb(evutil_socket_t fd, short what, void *arg)
     free(w);
 }
 
+/* Room for n more requests awaiting this loop turn's fdatasync. */
+static int sync_reserve(struct publisher *p, size_t n)
+{
+    if (p->nsync + n <= p->capsync)
+        return 0;
+    size_t cap = p->capsync ? p->capsync : 16;
+    while (cap < p->nsync + n)
+        cap *= 2;
+    struct sync_waiter *w = realloc(p->sync_w, cap * sizeof *w);
+    if (!w)
+        return -1;
+    p->sync_w = w;
+    p->capsync = cap;
+    return 0;
+}
+
+/* Appends one message (finished) to the spool. Its requests, queued by the
+ * caller after a 0, are answered once this loop turn's fdatasync is done. */
+static int spool_put(struct publisher *p, const struct reading_msg *m, size_t readings,
+                     const char **why)
+{
+    if (spool_append(p->cfg.spool, m->buf, m->len, why) < 0) {
+        if (!p->spool_full_logged) {
+            p->spool_full_logged = 1;
+            log_warn("spool.refused", "dir=%s bytes=%zu reason=\"%s\"", p->cfg.spool_dir,
+                     spool_bytes(p->cfg.spool), *why);
+        }
+        return -1;
+    }
+    p->spool_full_logged = 0;
+    if (!p->spooling) {
+        p->spooling = 1;
+        log_warn("spool.active", "dir=%s msg=\"broker unreachable: readings go to the local "
+                 "spool\"", p->cfg.spool_dir);
+    }
+    p->st.spooled += readings;
+    if (p->nsync == 0) {
+        struct timeval now = { 0, 0 };
+        evtimer_add(p->sync_ev, &now);   /* one fdatasync for this loop turn */
+    }
+    return 0;
+}
+
+/* A message that failed for want of a connection goes to the spool rather
+ * than failing its requests: 202 instead of 503 when the broker goes away
+ * under them. Should the broker have got it after all, the forwarded copy
+ * lands on the same rows. Not while draining or shutting down: a replica
+ * scaled down would strand its spool, so there its requests get 503 and
+ * are retried elsewhere. Returns 1 when spooled. */
+static int spool_lost(struct publisher *p, struct pub_msg *m)
+{
+    const char *why;
+    if (!m->lost || m->forwarded || !p->cfg.spool || p->draining || p->destroying ||
+        !m->body.buf || sync_reserve(p, m->nw) < 0 || spool_put(p, &m->body, m->readings, &why) < 0)
+        return 0;
+    /* The readings stay outstanding until sync_cb (the first request carries
+     * the count for them all). */
+    for (size_t i = 0; i < m->nw; i++)
+        p->sync_w[p->nsync++] = (struct sync_waiter){ m->w[i].done, m->w[i].ctx,
+                                                      i ? 0 : m->readings };
+    return 1;
+}
+
 /* Takes responsibility for a request by writing it to the spool. */
 static int spool_submit(struct publisher *p, const struct reading_batch *b, const char *rid,
                         publisher_done_fn done, void *ctx, const char **why)
 {
     struct reading_msg m;
     int rc = -1;
-    if (p->nsync == p->capsync) {
-        size_t cap = p->capsync ? p->capsync * 2 : 16;
-        struct sync_waiter *w = realloc(p->sync_w, cap * sizeof *w);
-        if (!w) {
-            *why = "out of memory";
-            return -1;
-        }
-        p->sync_w = w;
-        p->capsync = cap;
+    if (sync_reserve(p, 1) < 0) {
+        *why = "out of memory";
+        return -1;
     }
     if (reading_msg_init(&m, p->instance) < 0) {
         *why = "out of memory";
@@ -629,27 +699,10 @@ static int spool_submit(struct publisher *p, const struct reading_batch *b, cons
         *why = "out of memory";
         goto out;
     }
-    if (spool_append(p->cfg.spool, m.buf, m.len, why) < 0) {
-        if (!p->spool_full_logged) {
-            p->spool_full_logged = 1;
-            log_warn("spool.refused", "dir=%s bytes=%zu reason=\"%s\"", p->cfg.spool_dir,
-                     spool_bytes(p->cfg.spool), *why);
-        }
+    if (spool_put(p, &m, b->n, why) < 0)
         goto out;
-    }
-    p->spool_full_logged = 0;
-    if (!p->spooling) {
-        p->spooling = 1;
-        log_warn("spool.active", "dir=%s msg=\"broker unreachable: readings go to the local "
-                 "spool\"", p->cfg.spool_dir);
-    }
     p->sync_w[p->nsync++] = (struct sync_waiter){ done, ctx, b->n };
     p->outstanding += b->n;
-    p->st.spooled += b->n;
-    if (p->nsync == 1) {
-        struct timeval now = { 0, 0 };
-        evtimer_add(p->sync_ev, &now);   /* one fdatasync for this loop turn */
-    }
     rc = 0;
 out:
     reading_msg_free(&m);
@@ -976,6 +1029,7 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
 {
     if (!p)
         return;
+    p->destroying = 1;
     if (p->client) {
         if (publisher_connected(p)) {
             MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;

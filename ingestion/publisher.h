@@ -5,7 +5,8 @@
  * the broker sees few large messages instead of one per reading. A request's
  * done callback runs once, on the event loop's thread, after the broker has
  * acknowledged (PUBACK) the message holding its readings, or after that
- * message failed. The broker connection is kept up by itself: connection
+ * message failed; when it failed because the connection went (and not
+ * while draining), after the spool took it instead. The broker connection is kept up by itself: connection
  * state is readable at any time from any thread.
  *
  * A PUBACK is not the end: a broker can lose what it acknowledged (kill -9
