@@ -142,11 +142,15 @@ static void on_publish_ok(void *ctx, MQTTAsync_successData5 *resp)
 static void on_publish_fail(void *ctx, MQTTAsync_failureData5 *resp)
 {
     struct pub_msg *m = ctx;
-    /* Connection lost with the message in flight (-11, FACTS.md), or a
-     * PUBACK reason code >= 0x80 (e.g. not authorised): either way not
-     * acknowledged. Only the first may go to the spool: a refusal would be
-     * refused again when the spool is forwarded. */
-    m->lost = resp && resp->code == MQTTASYNC_OPERATION_INCOMPLETE && resp->reasonCode < 0x80;
+    /* Not acknowledged. paho 1.3.11 says why in one of three ways: a PUBACK
+     * reason code >= 0x80 (e.g. not authorised; code 0), the connection
+     * going with the message in flight (-11, FACTS.md: lost, keepalive
+     * timeout, or our own disconnect, which publisher_destroy covers), or a
+     * failed write of the PUBLISH (-1, the connection going too; for a
+     * partial write, resp's fields are not even set). All but the refusal
+     * may go to the spool; a refusal would be refused again when the spool
+     * is forwarded. */
+    m->lost = !(resp && resp->code == MQTTASYNC_SUCCESS && resp->reasonCode >= 0x80);
     hand_back(m, 0, "broker did not acknowledge the readings");
 }
 
@@ -429,8 +433,9 @@ static void start_connect(struct publisher *p)
     /* paho 1.3.11 pings after keepAliveInterval without traffic either way
      * and gives up 1.5 intervals later: a broker that stopped answering
      * (frozen, or the network gone quiet) is noticed after about 12 s, and
-     * the requests waiting for its PUBACK get their 503 then, well within
-     * HAProxy's `timeout server` (30 s); with 20 s they waited 50 s. */
+     * the requests waiting for its PUBACK are answered then (spooled, else
+     * 503), well within HAProxy's `timeout server` (30 s); with 20 s they
+     * waited 50 s. */
     co.keepAliveInterval = 5;
     co.cleanstart = 1;              /* publishers keep no session */
     co.automaticReconnect = 1;
@@ -449,8 +454,8 @@ static void start_connect(struct publisher *p)
     }
 }
 
-/* Hands one finished message to paho; on refusal, fails its requests at
- * once. */
+/* Hands one finished message to paho; on refusal, completes it at once
+ * (to the spool when paho refused for want of a connection). */
 static void send_msg(struct publisher *p, struct pub_msg *m)
 {
     m->digest = reading_msg_digest(m->body.buf, m->body.len);
@@ -671,6 +676,7 @@ static int spool_lost(struct publisher *p, struct pub_msg *m)
     for (size_t i = 0; i < m->nw; i++)
         p->sync_w[p->nsync++] = (struct sync_waiter){ m->w[i].done, m->w[i].ctx,
                                                       i ? 0 : m->readings };
+    log_debug("spool.took_lost", "readings=%zu requests=%zu", m->readings, m->nw);
     return 1;
 }
 

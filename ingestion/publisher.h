@@ -5,9 +5,11 @@
  * the broker sees few large messages instead of one per reading. A request's
  * done callback runs once, on the event loop's thread, after the broker has
  * acknowledged (PUBACK) the message holding its readings, or after that
- * message failed; when it failed because the connection went (and not
- * while draining), after the spool took it instead. The broker connection is kept up by itself: connection
- * state is readable at any time from any thread.
+ * message failed. A message that failed because the connection went goes
+ * to the spool instead, and its requests are done once the spool has it on
+ * disk (not while draining or shutting down, nor when the spool refuses
+ * it). The broker connection is kept up by itself: connection state is
+ * readable at any time from any thread.
  *
  * A PUBACK is not the end: a broker can lose what it acknowledged (kill -9
  * between snapshots; after a restart, until storage subscribes again, since
@@ -64,8 +66,9 @@ struct publisher_stats {
     size_t spool_bytes;
 };
 
-/* ok is 1 when the broker acknowledged the readings; otherwise 0 and why
- * says what failed (static string). */
+/* ok is 1 when the readings are safe: the broker acknowledged them, or the
+ * spool has them on disk; otherwise 0 and why says what failed (static
+ * string). */
 typedef void (*publisher_done_fn)(void *ctx, int ok, const char *why);
 
 /* Creates the client and starts connecting in the background. Returns NULL

@@ -13,6 +13,11 @@ struct spool {
     char *dir, *active_path, *forward_path;
     int active_fd, dir_fd;
     size_t active_bytes, forward_bytes, max_bytes;
+    /* The errno of a failed fdatasync of active.spool, for good. Linux
+     * reports a writeback error once per file: the next fdatasync says 0
+     * although the pages it had are gone, so a later spool_sync must not
+     * vouch for them (PostgreSQL's "fsyncgate"). */
+    int sync_errno;
 };
 
 static char *join(const char *dir, const char *name)
@@ -108,8 +113,21 @@ static int write_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
+/* fdatasync of active.spool; once failed, fails for good. */
+static int sync_active(struct spool *s)
+{
+    if (!s->sync_errno && fdatasync(s->active_fd) < 0)
+        s->sync_errno = errno ? errno : EIO;
+    errno = s->sync_errno;
+    return s->sync_errno ? -1 : 0;
+}
+
 int spool_append(struct spool *s, const char *msg, size_t len, const char **why)
 {
+    if (s->sync_errno) {
+        *why = "the local spool could not be synced to disk: restart ingestion";
+        return -1;
+    }
     if (spool_full(s, len + 1)) {
         *why = "the local spool is full";
         return -1;
@@ -138,12 +156,16 @@ int spool_append(struct spool *s, const char *msg, size_t len, const char **why)
 
 int spool_sync(struct spool *s)
 {
-    return fdatasync(s->active_fd);
+    return sync_active(s);
 }
 
 /* Appends the whole of active.spool to forward.spool and empties it. */
 static int merge_active(struct spool *s)
 {
+    /* Appends of this loop turn wait for spool_sync, which will sync the
+     * emptied file: their pages must have reached the disk before. */
+    if (sync_active(s) < 0)
+        return -1;
     int rc = -1, in = open(s->active_path, O_RDONLY | O_CLOEXEC);
     int out = open(s->forward_path, O_WRONLY | O_APPEND | O_CLOEXEC);
     char buf[65536];
@@ -186,7 +208,7 @@ int spool_take(struct spool *s, char **buf, size_t *len)
              * of this loop turn are not synced yet (their requests wait
              * for spool_sync, which will sync the new file): sync them
              * before the descriptor goes. */
-            if (fdatasync(s->active_fd) < 0 || rename(s->active_path, s->forward_path) < 0 ||
+            if (sync_active(s) < 0 || rename(s->active_path, s->forward_path) < 0 ||
                 fsync(s->dir_fd) < 0)
                 return -1;
             int fd = open(s->active_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);

@@ -26,7 +26,10 @@ struct spool *spool_open(const char *dir, size_t max_bytes, char *err, size_t er
  * after spool_sync(). */
 int spool_append(struct spool *s, const char *msg, size_t len, const char **why);
 
-/* Makes every append so far durable. Returns 0, or -1 (errno set). */
+/* Makes every append so far durable. Returns 0, or -1 (errno set). A
+ * failed sync of active.spool (here or in spool_take) fails every later
+ * spool_sync and spool_append too: Linux reports a lost write once, and a
+ * later fdatasync would say 0 for pages that never reached the disk. */
 int spool_sync(struct spool *s);
 
 /* Bytes in both files. */

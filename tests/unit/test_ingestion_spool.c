@@ -4,15 +4,32 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "../../ingestion/spool.h"
 
 static char dir[256];
 static char err[256];
+
+/* fdatasync as the disk would answer it: this many next calls fail with
+ * EIO, as Linux reports a lost write (once), then they succeed. Defined
+ * here, it is the one spool.c calls. */
+static int fail_syncs;
+
+int fdatasync(int fd)
+{
+    if (fail_syncs > 0) {
+        fail_syncs--;
+        errno = EIO;
+        return -1;
+    }
+    return (int)syscall(SYS_fdatasync, fd);
+}
 
 static int setup(void **state)
 {
@@ -118,6 +135,39 @@ static void test_bound(void **state)
     spool_close(s);
 }
 
+/* A failed fdatasync is not forgotten: a later one would say 0 for pages
+ * that never reached the disk, and requests would get 202 for them. */
+static void test_failed_sync_is_final(void **state)
+{
+    (void)state;
+    const char *why = NULL;
+    struct spool *s = spool_open(dir, 1000, err, sizeof err);
+    assert_non_null(s);
+    assert_int_equal(spool_append(s, "m1", 2, &why), 0);
+    fail_syncs = 1;
+    assert_int_equal(spool_sync(s), -1);
+    assert_int_equal(errno, EIO);
+    assert_int_equal(spool_sync(s), -1);   /* the disk would now say 0 */
+    assert_int_equal(errno, EIO);
+    assert_int_equal(spool_append(s, "m2", 2, &why), -1);
+    assert_non_null(strstr(why, "restart"));
+    spool_close(s);
+
+    /* The same when spool_take's sync of the turn's appends is the one
+     * that fails. */
+    s = spool_open(dir, 1000, err, sizeof err);
+    assert_non_null(s);
+    assert_int_equal(spool_append(s, "m3", 2, &why), 0);
+    char *buf = NULL;
+    size_t len;
+    fail_syncs = 1;
+    assert_int_equal(spool_take(s, &buf, &len), -1);
+    assert_null(buf);
+    assert_int_equal(spool_sync(s), -1);
+    spool_close(s);
+    fail_syncs = 0;
+}
+
 static void test_unusable_dir(void **state)
 {
     (void)state;
@@ -132,6 +182,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_round_is_kept_and_merged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_survives_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_is_final, setup, teardown),
         cmocka_unit_test(test_unusable_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
