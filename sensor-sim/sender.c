@@ -463,7 +463,11 @@ static void on_done(struct evhttp_request *h, void *arg)
         resolve(s, r);
         return;
     }
-    if (code == 429 || code >= 500) {
+    /* Worth sending again: a 408 (HAProxy: the request did not arrive in
+     * time, "send it again, whole"), a 429 and the 5xx of a server that is
+     * busy or away. Not 501 or 505: the method or the HTTP version itself
+     * is refused, and would be again. */
+    if (code == 408 || code == 429 || (code >= 500 && code != 501 && code != 505)) {
         char reason[24];
         s->stats->c.http_5xx++;
         snprintf(reason, sizeof reason, "http_%d", code);

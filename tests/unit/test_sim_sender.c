@@ -27,7 +27,7 @@
 
 /* What the fake server does with the next requests, in order; after the
  * script it answers 202. */
-enum act { A202 = 0, A503, A429, A400, ADROP, AHANG };
+enum act { A202 = 0, A503, A429, A408, A400, A501, ADROP, AHANG };
 
 struct fake {
     struct event_base *base;
@@ -65,6 +65,12 @@ static void fake_cb(struct evhttp_request *req, void *arg)
     case A429:
         evhttp_add_header(oh, "Retry-After", "0");
         evhttp_send_reply(req, a == A503 ? 503 : 429, "Busy", NULL);
+        break;
+    case A408:   /* HAProxy's "send it again, whole" */
+        evhttp_send_reply(req, 408, "Request Timeout", NULL);
+        break;
+    case A501:
+        evhttp_send_reply(req, 501, "Not Implemented", NULL);
         break;
     case A400:
         evbuffer_add_printf(out, "{\"error\":\"bad \\\"thing\\\"\"}");
@@ -196,28 +202,27 @@ static void test_retries_resend_the_same_body(void **state)
     (void)state;
     struct env e;
     env_start(&e, 8, 5);
-    enum act script[] = { A503, ADROP, A429, A202 };
+    enum act script[] = { A503, ADROP, A429, A408, A202 };
     memcpy(e.fake.script, script, sizeof script);
-    e.fake.nscript = 4;
+    e.fake.nscript = 5;
     submit(&e, BODY, CSV);
     env_run(&e);
 
-    assert_int_equal(e.fake.nbodies, 4);
-    for (int i = 0; i < 4; i++)
+    assert_int_equal(e.fake.nbodies, 5);
+    for (int i = 0; i < 5; i++)
         assert_string_equal(e.fake.bodies[i], BODY);
     struct counters *c = &e.stats->c;
-    assert_true(c->sent == 1 && c->accepted == 1 && c->failed == 0 && c->retried == 3);
-    assert_true(c->requests == 4 && c->http_5xx == 2 && c->conn_errors == 1);
+    assert_true(c->sent == 1 && c->accepted == 1 && c->failed == 0 && c->retried == 4);
+    assert_true(c->requests == 5 && c->http_5xx == 3 && c->conn_errors == 1);
     assert_string_equal(acc_contents(&e), CSV);
     env_stop(&e);
 }
 
-static void test_400_is_final(void **state)
+static void final_answer(enum act a)
 {
-    (void)state;
     struct env e;
     env_start(&e, 8, 5);
-    e.fake.script[0] = A400;
+    e.fake.script[0] = a;
     e.fake.nscript = 1;
     submit(&e, BODY, CSV);
     env_run(&e);
@@ -227,6 +232,19 @@ static void test_400_is_final(void **state)
     assert_true(c->http_4xx == 1);
     assert_string_equal(acc_contents(&e), "");
     env_stop(&e);
+}
+
+static void test_400_is_final(void **state)
+{
+    (void)state;
+    final_answer(A400);
+}
+
+/* 501: the method itself is refused; sending it again cannot help. */
+static void test_501_is_final(void **state)
+{
+    (void)state;
+    final_answer(A501);
 }
 
 static void test_gives_up_after_max_attempts(void **state)
@@ -303,6 +321,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_retries_resend_the_same_body),
         cmocka_unit_test(test_400_is_final),
+        cmocka_unit_test(test_501_is_final),
         cmocka_unit_test(test_gives_up_after_max_attempts),
         cmocka_unit_test(test_timeout_is_retried),
         cmocka_unit_test(test_give_up_all_cancels),
