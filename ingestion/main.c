@@ -1,5 +1,9 @@
 /* main.c -- ingestion: HTTP readings in, MQTT QoS 1 out. Lifecycle only:
- * configuration, the event loop, the listener, signals and the drain. */
+ * configuration, the event loop, the listener, signals and the drain.
+ *
+ * Exit status: 0 after --help or a requested stop (also when the drain ran
+ * out of time: shutdown.drain_timeout says so), 1 when it cannot start
+ * (startup.failed), 2 on bad configuration. */
 #include "cfg.h"
 #include "apikeys.h"
 #include "http_api.h"
@@ -29,7 +33,8 @@
 static const char SUMMARY[] =
     "sensorflow ingestion: takes sensor readings over HTTP (POST /v1/readings),\n"
     "validates and enriches them, and publishes them to MQTT with QoS 1; answers\n"
-    "202 only once the broker has acknowledged them.";
+    "202 only once the broker has acknowledged them (or, while the broker is\n"
+    "unreachable, once they are synced to the local spool).";
 
 struct config {
     const char *listen, *instance, *mqtt_url, *topic_prefix, *stored_prefix, *log_level;
@@ -100,7 +105,8 @@ static const struct cfg_opt OPTIONS[] = {
     { "idle-timeout-s", "INGESTION_IDLE_TIMEOUT_S", CFG_INT, &C.idle_timeout_s, "30", 1, 3600,
       "close a connection silent for this long (seconds)" },
     { "drain-timeout-s", "INGESTION_DRAIN_TIMEOUT_S", CFG_INT, &C.drain_timeout_s, "10", 0, 600,
-      "on SIGTERM, wait at most this long for the broker's acknowledgements" },
+      "on SIGTERM, wait at most this long for the broker's acknowledgements and storage's "
+      "confirmations" },
     { "max-inflight", "INGESTION_MAX_INFLIGHT", CFG_INT, &C.max_inflight, "16", 1, 1000,
       "MQTT messages published and not yet acknowledged" },
     { "max-pending", "INGESTION_MAX_PENDING", CFG_INT, &C.max_pending, "100000", 1, 10000000,

@@ -95,7 +95,7 @@ size_t spool_bytes(const struct spool *s)
 
 int spool_full(const struct spool *s, size_t more)
 {
-    return spool_bytes(s) + more > s->max_bytes;
+    return s->sync_errno || spool_bytes(s) + more > s->max_bytes;
 }
 
 static int write_all(int fd, const char *buf, size_t len)

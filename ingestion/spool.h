@@ -34,6 +34,9 @@ int spool_sync(struct spool *s);
 
 /* Bytes in both files. */
 size_t spool_bytes(const struct spool *s);
+
+/* 1 when more bytes would not be taken: past the bound, or the spool
+ * failed (see spool_sync). */
 int spool_full(const struct spool *s, size_t more);
 
 /* Starts a round of forwarding: moves what is in active.spool to

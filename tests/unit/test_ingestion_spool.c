@@ -151,6 +151,7 @@ static void test_failed_sync_is_final(void **state)
     assert_int_equal(errno, EIO);
     assert_int_equal(spool_append(s, "m2", 2, &why), -1);
     assert_non_null(strstr(why, "restart"));
+    assert_true(spool_full(s, 0));   /* /readyz: not ready on the spool's account */
     spool_close(s);
 
     /* The same when spool_take's sync of the turn's appends is the one
