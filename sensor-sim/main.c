@@ -303,6 +303,10 @@ static int validate_replay(struct replay *rp, uint64_t *rows)
         fprintf(stderr, "sensor-sim: %s: %s\n", C.replay, err);
         return -1;
     }
+    if (*rows == 0) {   /* a run that posts nothing is a mistake, not a success */
+        fprintf(stderr, "sensor-sim: %s: no readings in it\n", C.replay);
+        return -1;
+    }
     return 0;
 }
 
@@ -367,6 +371,14 @@ int main(int argc, char **argv)
                 C.log_format);
         return 2;
     }
+    /* evhttp drops a header value it cannot send (CR, LF) without a word:
+     * every request would then go without its key. */
+    for (const char *k = C.api_key; *k; k++)
+        if (*k < 0x21 || *k > 0x7e) {
+            fprintf(stderr, "sensor-sim: SIM_API_KEY (--api-key): only visible ASCII characters "
+                    "(no spaces) can go in the X-API-Key header\n");
+            return 2;
+        }
     if (payload_tags(C.tags, &a.tags, err, sizeof err) != 0) {
         fprintf(stderr, "sensor-sim: SIM_TAGS (--tags): %s\n", err);
         goto out;

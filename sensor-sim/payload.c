@@ -1,6 +1,7 @@
 /* payload.c -- JSON bodies, accepted-log lines and the tags fragment. */
 #include "payload.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,7 @@ void payload_add(struct sbuf *json, struct sbuf *csv,
     }
 }
 
-static void json_string(struct sbuf *out, const char *s, size_t n)
+static void add_json_string(struct sbuf *out, const char *s, size_t n)
 {
     sbuf_addc(out, '"');
     for (size_t i = 0; i < n; i++) {
@@ -70,12 +71,16 @@ static void json_string(struct sbuf *out, const char *s, size_t n)
     sbuf_addc(out, '"');
 }
 
+/* No control character, and valid UTF-8: the server (jansson) refuses
+ * anything else, so every request would be refused. jansson says which. */
 static int tag_text_ok(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
             return 0;
-    return 1;
+    json_t *j = json_stringn(s, n);
+    json_decref(j);
+    return j != NULL;
 }
 
 int payload_tags(const char *spec, struct sbuf *out, char *err, size_t errlen)
@@ -107,8 +112,8 @@ int payload_tags(const char *spec, struct sbuf *out, char *err, size_t errlen)
             return -1;
         }
         if (!tag_text_ok(p, klen) || !tag_text_ok(v, vlen)) {
-            snprintf(err, errlen, "tag \"%.*s\" contains a control character",
-                     (int)(klen > 40 ? 40 : klen), p);
+            snprintf(err, errlen, "tag %d contains a control character or is not UTF-8",
+                     (int)ntags + 1);
             return -1;
         }
         if (ntags == READING_TAGS_MAX) {
@@ -125,9 +130,9 @@ int payload_tags(const char *spec, struct sbuf *out, char *err, size_t errlen)
         klens[ntags] = klen;
         if (ntags++)
             sbuf_addc(out, ',');
-        json_string(out, p, klen);
+        add_json_string(out, p, klen);
         sbuf_addc(out, ':');
-        json_string(out, v, vlen);
+        add_json_string(out, v, vlen);
         if (!*end)
             break;
         p = end + 1;

@@ -123,15 +123,22 @@ static int parse_url(struct sender *s, const char *url, char *err, size_t errlen
     } else {
         s->host = xstrdup(host);
     }
-    char tmp[600];
+    /* Sized to fit: SIM_URL may be 2048 bytes long. */
+    size_t cap = strlen(url) + 16;
+    char *tmp = malloc(cap);
+    if (!tmp) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
     if (port < 0)
-        snprintf(tmp, sizeof tmp, "%s", host);
+        snprintf(tmp, cap, "%s", host);
     else
-        snprintf(tmp, sizeof tmp, "%s:%d", host, port);
+        snprintf(tmp, cap, "%s:%d", host, port);
     s->host_header = xstrdup(tmp);
-    snprintf(tmp, sizeof tmp, "%s%s%s", path && *path ? path : "/",
-             query ? "?" : "", query ? query : "");
+    snprintf(tmp, cap, "%s%s%s", path && *path ? path : "/", query ? "?" : "",
+             query ? query : "");
     s->path = xstrdup(tmp);
+    free(tmp);
     rc = 0;
 out:
     evhttp_uri_free(u);

@@ -189,6 +189,12 @@ static void test_tags(void **state)
     tags_bad("a=1,,b=2", "key=value");
     tags_bad("a=1,a=2", "twice");
     tags_bad("a=\x01", "control");
+    tags_bad("site=caf\xe9", "UTF-8");            /* Latin-1: the server refuses it */
+    tags_bad("b=1,\xc3\x28=1", "tag 2");            /* a broken sequence, in the key */
+    struct sbuf ok = { 0 };
+    tags_or_fail("site=caf\xc3\xa9", &ok);         /* UTF-8 is fine */
+    assert_string_equal(ok.p, ",\"tags\":{\"site\":\"caf\xc3\xa9\"}");
+    sbuf_free(&ok);
     tags_bad("a=1,b=1,c=1,d=1,e=1,f=1,g=1,h=1,i=1,j=1,k=1,l=1,m=1,n=1,o=1,p=1,q=1", "at most 16");
     char big[400];
     memset(big, 'x', sizeof big);
