@@ -130,26 +130,15 @@ size_t log_json_line(char *out, size_t outlen, const char *ts, const char *level
         size_t klen = (size_t)(p - k);
         const char *v = ++p;
         size_t vlen;
-        if (*v == '"') {
-            /* "quoted value": up to the closing quote; \" and \\ inside
-             * stand for " and \ (a quoted HTTP body in sensor-sim's lines). */
-            const char *e = v + 1;
-            while (*e && *e != '"')
-                e += *e == '\\' && (e[1] == '"' || e[1] == '\\') ? 2 : 1;
-            if (!*e) {
+        if (*v == '"') {   /* "quoted value": up to the closing quote */
+            const char *e = strchr(v + 1, '"');
+            if (!e) {
                 extra = k;
                 break;
             }
-            char val[2048];
-            vlen = 0;
-            for (const char *c = v + 1; c < e && vlen < sizeof val; c++) {
-                if (*c == '\\' && (c[1] == '"' || c[1] == '\\'))
-                    c++;
-                val[vlen++] = *c;
-            }
-            j_member(&b, k, klen, val, vlen);
+            v++;
+            vlen = (size_t)(e - v);
             p = e + 1;
-            continue;
         } else {
             while (*p && *p != ' ')
                 p++;

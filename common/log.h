@@ -26,8 +26,7 @@ void log_init(const char *service, const char *instance, enum log_level min);
  *   {"ts":"2026-11-22T10:00:00.123Z","level":"info","service":"ingestion",
  *    "instance":"ingestion-1","event":"mqtt.connected","broker":"tcp://..."}
  * The key=value fields become string members (a quoted value loses its
- * quotes, and \" or \\ inside it stand for " and \); text that is not
- * key=value goes into "extra".
+ * quotes); text that is not key=value goes into "extra".
  * Returns 0, or -1 when name is neither (nothing changes then). */
 int log_set_format(const char *name);
 

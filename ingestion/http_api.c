@@ -84,8 +84,8 @@ static void reply_accepted(struct http_api *api, struct evhttp_request *req, siz
 }
 
 /* Every refusal has one shape, HAProxy's included (haproxy.cfg.in):
- * {"error": message, "index": the reading at fault or null, "field": its
- * field or null}. */
+ * {"error": message, "index": the reading at fault or null, "field": the
+ * field at fault or null}. */
 static void reply_error_at(struct http_api *api, struct evhttp_request *req, int code,
                            const char *reason, const char *message, long index,
                            const char *field)
@@ -103,13 +103,20 @@ static void reply_error(struct http_api *api, struct evhttp_request *req, int co
 }
 
 /* The index of the reading whose sensor_id is sensor (a pointer into b, as
- * apikeys_check and ratelimit_take give it). */
+ * apikeys_check and ratelimit_take give it), or -1. */
 static long index_of_sensor(const struct reading_batch *b, const char *sensor)
 {
     for (size_t i = 0; i < b->n; i++)
         if (b->v[i].sensor_id == sensor)
             return (long)i;
     return -1;
+}
+
+/* The field naming a sensor, in the body's own terms: "id" in the legacy
+ * payload. NULL when no reading is named. */
+static const char *sensor_field(long index, int legacy)
+{
+    return index < 0 ? NULL : legacy ? "id" : "sensor_id";
 }
 
 static void reply_unavailable(struct http_api *api, struct evhttp_request *req, const char *why)
@@ -220,7 +227,8 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
     }
     if (api->draining || !publisher_accepting(api->pub)) {
         reply_unavailable(api, req, api->draining ? "shutting down"
-                                                  : "broker unreachable and spool full");
+                                                  : "broker unreachable and the spool full or "
+                                                    "failed");
         return;
     }
     /* The key before the body: an unknown client's body is not even parsed. */
@@ -258,7 +266,7 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
         snprintf(msg, sizeof msg, "this API key may not write sensor %s", sensor);
         long at = index_of_sensor(&api->batch, sensor);
         log_debug("http.rejected", "rid=%s status=403 index=%ld sensor=%s", rid, at, sensor);
-        reply_error_at(api, req, 403, "Forbidden", msg, at, "sensor_id");
+        reply_error_at(api, req, 403, "Forbidden", msg, at, sensor_field(at, legacy));
         return;
     }
     long retry_s = 0;
@@ -276,7 +284,7 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
         long at = index_of_sensor(&api->batch, sensor);
         log_debug("http.rejected", "rid=%s status=429 index=%ld sensor=%s retry_after_s=%s", rid,
                   at, sensor, ra);
-        reply_error_at(api, req, 429, "Too Many Requests", msg, at, "sensor_id");
+        reply_error_at(api, req, 429, "Too Many Requests", msg, at, sensor_field(at, legacy));
         return;
     }
     struct pending *pd = malloc(sizeof *pd);

@@ -202,7 +202,9 @@ int spool_take(struct spool *s, char **buf, size_t *len)
     *len = 0;
     if (spool_bytes(s) == 0)
         return 1;
-    if (s->active_bytes) {
+    /* After a failed sync, active.spool is left as it is (a restart sends
+     * it); forward.spool, synced before, still goes. */
+    if (s->active_bytes && !s->sync_errno) {
         if (s->forward_bytes == 0 && access(s->forward_path, F_OK) < 0) {
             /* The common case: a rename, then a fresh active file. Appends
              * of this loop turn are not synced yet (their requests wait
@@ -222,6 +224,8 @@ int spool_take(struct spool *s, char **buf, size_t *len)
             return -1;
         }
     }
+    if (s->forward_bytes == 0)
+        return 1;
     int fd = open(s->forward_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;

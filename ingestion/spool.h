@@ -42,7 +42,8 @@ int spool_full(const struct spool *s, size_t more);
 /* Starts a round of forwarding: moves what is in active.spool to
  * forward.spool and returns its whole content in *buf (malloc'd, the
  * caller frees), *len bytes. Returns 1 when there is nothing to send, 0 on
- * success, -1 on an I/O error. */
+ * success, -1 on an I/O error. Once a sync failed, active.spool stays
+ * where it is (sent after a restart) and only forward.spool is returned. */
 int spool_take(struct spool *s, char **buf, size_t *len);
 
 /* Ends the round: ok deletes forward.spool (all of it was acknowledged);

@@ -411,20 +411,19 @@ static const char *error_name(int e)
     }
 }
 
-/* Copies up to max bytes of the response body into out as a logfmt value:
- * quotes and backslashes escaped, control characters as spaces, so the
- * line stays one grep-able key="value" line. */
+/* Copies up to max bytes of the response body into out as a quoted log
+ * value, the services' way (storage_log_value): " becomes ', control
+ * characters spaces, so the line stays one grep-able key="value" line and
+ * LOG_FORMAT=json finds the value's end (log.c ends it at the next "). */
 static void body_excerpt(struct evhttp_request *h, char *out, size_t max)
 {
     char raw[256];
     struct evbuffer *b = evhttp_request_get_input_buffer(h);
     ev_ssize_t n = evbuffer_copyout(b, raw, sizeof raw);
     size_t o = 0;
-    for (ev_ssize_t i = 0; i < n && o + 3 < max; i++) {
+    for (ev_ssize_t i = 0; i < n && o + 1 < max; i++) {
         unsigned char c = (unsigned char)raw[i];
-        if (c == '"' || c == '\\')
-            out[o++] = '\\';
-        out[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+        out[o++] = (c < 0x20 || c == 0x7f) ? ' ' : c == '"' ? '\'' : (char)c;
     }
     out[o] = '\0';
 }
@@ -470,22 +469,24 @@ static void on_done(struct evhttp_request *h, void *arg)
         resolve(s, r);
         return;
     }
+    if (code >= 500)   /* by class, whether retried or not */
+        s->stats->c.http_5xx++;
+    else
+        s->stats->c.http_4xx++;
     /* Worth sending again: a 408 (HAProxy: the request did not arrive in
      * time, "send it again, whole"), a 429 and the 5xx of a server that is
      * busy or away. Not 501 or 505: the method or the HTTP version itself
      * is refused, and would be again. */
     if (code == 408 || code == 429 || (code >= 500 && code != 501 && code != 505)) {
         char reason[24];
-        s->stats->c.http_5xx++;
         snprintf(reason, sizeof reason, "http_%d", code);
         const char *ra = evhttp_find_header(evhttp_request_get_input_headers(h),
                                             "Retry-After");
         retry_later(s, r, reason, backoff_parse_retry_after(ra, ts_now_us()));
         return;
     }
-    /* 4xx (and anything odd like 3xx): the request itself is wrong, the
-     * same bytes would be refused again. */
-    s->stats->c.http_4xx++;
+    /* Another 4xx, 501, 505 (and anything odd like 3xx): the request itself
+     * is wrong, the same bytes would be refused again. */
     s->stats->c.failed += r->n;
     if (log_allowed(s)) {
         char body[520];

@@ -47,8 +47,8 @@ struct counters {
     uint64_t failed;      /* readings rejected or given up */
     uint64_t requests;    /* HTTP attempts */
     uint64_t conn_errors; /* attempts without an HTTP answer */
-    uint64_t http_5xx;    /* attempts answered 5xx, 429 or 408: retried */
-    uint64_t http_4xx;    /* attempts answered another 4xx (or 1xx/3xx) */
+    uint64_t http_5xx;    /* attempts answered 5xx */
+    uint64_t http_4xx;    /* attempts answered 4xx (or 1xx/3xx) */
 };
 
 struct sim_stats {

@@ -174,10 +174,17 @@ static int run_job(struct consumer *c, struct job *j)
     long delay = RETRY_FIRST_MS;
 
     for (int n = 1;; n++) {
-        /* DB_FATAL here (on reconnect, a migration failed or the database
-         * is not UTF8): nothing we can do from a callback but keep the
-         * message and keep trying. */
         int rc = consumer_db_ensure(c->db, err, sizeof err);
+        if (rc == DB_FATAL) {
+            /* On reconnect, the database can no longer serve us (now not
+             * UTF8, or a migration failed): retrying cannot help, so as at
+             * startup, exit 1, here without acknowledging; the broker
+             * redelivers the message. _exit: see exit_unacknowledged. */
+            char qb[sizeof err];
+            log_error("db.unusable", "topic=%s err=\"%s\" msg=\"exiting without acknowledging\"",
+                      j->topic, storage_log_value(err, qb, sizeof qb));
+            _exit(1);
+        }
         if (rc == DB_OK) {
             c->db_up = 1;
             smetrics_db_state(1);

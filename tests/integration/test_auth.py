@@ -67,6 +67,11 @@ def test_keys_decide_who_writes_what(own_stack):
     assert a.status == 403 and other in a.json["error"], a
     a = post(st, [reading("hall1-h1"), reading(other)], key=HALL)
     assert a.status == 403 and a.json["index"] == 1 and a.json["field"] == "sensor_id", a
+    # The legacy endpoint names the field as its body does.
+    legacy = {"type": "Sensor", "id": "3f2b9c1e-8a4d-4c7b-9e1f-0a1b2c3d4e5f",
+              "content": {"temperature_f": 71.6, "time_of_measurement": "2019-08-30T12:00:00"}}
+    a = Api("127.0.0.1", st.ports.http).post("/", legacy, headers={"X-API-Key": HALL})
+    assert a.status == 403 and a.json["index"] == 0 and a.json["field"] == "id", a
     b = post(st, reading("hall1-h1"), key=HALL)
     assert b.status == 202, b
     wait_for(lambda: rows(st, "sensor_id = 'hall1-h1'"), what="hall1-h1 stored")
@@ -77,7 +82,7 @@ def test_keys_decide_who_writes_what(own_stack):
     assert metric(st, "sf_rejected_requests_total", reason="unauthorized") - before[
         "unauthorized"] == 2
     assert metric(st, "sf_rejected_requests_total", reason="forbidden") - before[
-        "forbidden"] == 2
+        "forbidden"] == 3
 
 
 def _reload(st, _since):

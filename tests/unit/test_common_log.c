@@ -42,19 +42,6 @@ static void test_no_fields_and_odd_text(void **state)
     assert_non_null(strstr(out, ",\"extra\":\"a=\\\"open\"}"));
 }
 
-/* A quoted value holding quotes, escaped as \" (sensor-sim quotes the
- * server's JSON answer): one member, the quotes its own. */
-static void test_escaped_quotes_stay_in_the_value(void **state)
-{
-    (void)state;
-    char out[512];
-    log_json_line(out, sizeof out, TS, "warn", "sensor-sim", "sim", "sim.rejected",
-                  "status=400 body=\"{\\\"error\\\":\\\"bad \\\\ unit\\\"}\" attempts=1");
-    assert_non_null(strstr(out, ",\"status\":\"400\",\"body\":\"{\\\"error\\\":"
-                                "\\\"bad \\\\ unit\\\"}\",\"attempts\":\"1\"}"));
-    assert_null(strstr(out, "\"extra\""));
-}
-
 static void test_cut_lines_stay_one_object(void **state)
 {
     (void)state;
@@ -93,7 +80,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fields_become_members),
         cmocka_unit_test(test_no_fields_and_odd_text),
-        cmocka_unit_test(test_escaped_quotes_stay_in_the_value),
         cmocka_unit_test(test_cut_lines_stay_one_object),
         cmocka_unit_test(test_text_line_is_one_line),
     };

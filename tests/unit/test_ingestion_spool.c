@@ -165,8 +165,16 @@ static void test_failed_sync_is_final(void **state)
     assert_int_equal(spool_take(s, &buf, &len), -1);
     assert_null(buf);
     assert_int_equal(spool_sync(s), -1);
+    /* From then on active.spool stays for a restart: nothing to send, and
+     * no error at every try (the caller logs each -1). */
+    assert_int_equal(spool_take(s, &buf, &len), 1);
     spool_close(s);
     fail_syncs = 0;
+    /* ... which finds it: nothing of the spool was lost by the refusal. */
+    s = spool_open(dir, 1000, err, sizeof err);
+    assert_non_null(s);
+    take_expect(s, "m1\nm3\n");
+    spool_close(s);
 }
 
 static void test_unusable_dir(void **state)
