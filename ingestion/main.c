@@ -76,7 +76,7 @@ static const struct cfg_opt OPTIONS[] = {
       "storage confirms committed messages on <prefix>/<instance-id>" },
     { "retention-s", "INGESTION_RETENTION_S", CFG_INT, &C.retention_s, "600", 0, 86400,
       "keep published messages until storage confirms them, at most this long "
-      "(seconds; 0 = off)" },
+      "(seconds; 0 = off, and with it the pacing by storage)" },
     { "republish-after-s", "INGESTION_REPUBLISH_AFTER_S", CFG_INT, &C.republish_after_s, "60",
       1, 86400, "publish again what storage has not confirmed after this long, then at "
       "doubling intervals (seconds)" },
