@@ -118,6 +118,7 @@ struct app {
 
     struct event *sigint_ev, *sigterm_ev, *stats_ev, *flush_ev, *duration_ev, *drain_ev;
     int64_t start_us, last_stats_us;
+    uint64_t last_behind;        /* gen_behind() at the last sim.stats */
     int stopping;            /* no more readings are made */
     int draining;            /* bounded: the drain deadline is armed */
     int exit_code_extra;     /* 1 when something besides readings failed */
@@ -249,6 +250,11 @@ static void stats_cb(evutil_socket_t fd, short what, void *arg)
         secs = 1e-6;
     stats_roll(&a->stats, &d, &h);
     uint64_t suppressed = sender_take_suppressed(a->snd);
+    /* Offered: what the schedule asked for in the interval, made or not
+     * (a generator out of room falls behind instead of making them). */
+    uint64_t behind = gen_behind(a->gen);
+    double offered = (double)d.sent + (double)behind - (double)a->last_behind;
+    a->last_behind = behind;
     log_info("sim.stats",
              "sent=%" PRIu64 " accepted=%" PRIu64 " retried=%" PRIu64 " failed=%" PRIu64
              " in_flight=%" PRIu64 " queued=%" PRIu64 " behind=%" PRIu64
@@ -257,8 +263,8 @@ static void stats_cb(evutil_socket_t fd, short what, void *arg)
              " total_accepted=%" PRIu64 " log_suppressed=%" PRIu64,
              d.sent, d.accepted, d.retried, d.failed,
              sender_outstanding(a->snd) - sender_unposted(a->snd), sender_unposted(a->snd),
-             gen_behind(a->gen),
-             (double)d.sent / secs, (double)d.accepted / secs, (double)d.requests / secs,
+             behind, (offered > 0 ? offered : 0) / secs, (double)d.accepted / secs,
+             (double)d.requests / secs,
              ms(hist_quantile(&h, 0.50)), ms(hist_quantile(&h, 0.99)),
              d.conn_errors, d.http_5xx, d.http_4xx, a->stats.c.accepted, suppressed);
 }
