@@ -189,6 +189,13 @@ static int merge_active(struct spool *s)
     s->active_bytes = 0;
     rc = 0;
 out:
+    /* A copy cut short (or not known durable) is taken back: the next try
+     * appends the whole of active.spool again, and spool_take reads
+     * forward_bytes from the start, so a stray partial copy would shift
+     * what it reads and leave the end of the new copy unread, then deleted
+     * with the round. */
+    if (rc < 0 && out >= 0 && ftruncate(out, (off_t)s->forward_bytes) < 0)
+        s->forward_bytes = file_size(s->forward_path);
     if (in >= 0)
         close(in);
     if (out >= 0)

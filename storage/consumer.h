@@ -13,9 +13,12 @@
  *  - a stop requested during such retries ends the process at once with
  *    _exit(0) from paho's thread, without acknowledging: the broker keeps the
  *    message in this client id's session and redelivers it on restart. That
- *    is the only way out: returning 0 from messageArrived is not a nack, and
- *    paho's global mutex, held by the blocked callback, would make
- *    MQTTAsync_disconnect/destroy wait for ever.
+ *    and the next point are the only ways out: returning 0 from
+ *    messageArrived is not a nack, and paho's global mutex, held by the
+ *    blocked callback, would make MQTTAsync_disconnect/destroy wait for ever;
+ *  - a reconnect that finds the database unusable for good (DB_FATAL: not
+ *    UTF8, a migration failing) ends the process the same way, with
+ *    _exit(1) after db.unusable: retrying could not help.
  * Duplicates (redeliveries, retries after a lost COMMIT reply) are harmless:
  * the insert skips rows whose (sensor_id, type, ts) exists. */
 #ifndef SF_STORAGE_CONSUMER_H

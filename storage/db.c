@@ -296,8 +296,15 @@ static int migration_failure(const struct db *db, const PGresult *res)
     return DB_FATAL;
 }
 
+static int grant_writer(struct db *db, const char *role, char *err, size_t errlen);
+
+/* grant_to: the role to grant storage's rights to in the same transaction
+ * (NULL: none). Under the lock too: GRANTs of two replicas reconnecting
+ * together would otherwise fail with "tuple concurrently updated" (XX000),
+ * which is not transient to migration_failure. */
 static int migrate(struct db *db, db_event_fn *on_event, void *ctx,
-                   struct db_ensure_info *info, char *err, size_t errlen)
+                   struct db_ensure_info *info, const char *grant_to, char *err,
+                   size_t errlen)
 {
     PGresult *done = NULL;
     int rc;
@@ -362,6 +369,8 @@ static int migrate(struct db *db, db_event_fn *on_event, void *ctx,
         if (m->version > highest)
             highest = m->version;
     }
+    if (grant_to && (rc = grant_writer(db, grant_to, err, errlen)) != DB_OK)
+        goto out;
     if ((rc = commit(db, err, errlen)) != DB_OK)
         goto out;
     info->schema_version = highest;
@@ -420,9 +429,7 @@ static int migrate_as_owner(struct db *db, db_event_fn *on_event, void *ctx,
         db->conn = writer;
         return DB_RETRY;
     }
-    int rc = migrate(db, on_event, ctx, info, err, errlen);
-    if (rc == DB_OK)
-        rc = grant_writer(db, role, err, errlen);
+    int rc = migrate(db, on_event, ctx, info, role, err, errlen);
     PQfinish(db->conn);
     db->conn = writer;
     return rc;
@@ -448,7 +455,7 @@ int db_ensure(struct db *db, db_event_fn *on_event, void *ctx,
     if (db->owner_conninfo)
         rc = migrate_as_owner(db, on_event, ctx, info, err, errlen);
     else
-        rc = migrate(db, on_event, ctx, info, err, errlen);
+        rc = migrate(db, on_event, ctx, info, NULL, err, errlen);
     if (rc != DB_OK)
         goto fail;
     /* Per session: the batch insert, planned once. */

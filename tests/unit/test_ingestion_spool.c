@@ -16,14 +16,16 @@
 static char dir[256];
 static char err[256];
 
-/* fdatasync as the disk would answer it: this many next calls fail with
- * EIO, as Linux reports a lost write (once), then they succeed. Defined
- * here, it is the one spool.c calls. */
-static int fail_syncs;
+/* fdatasync as the disk would answer it: after pass_syncs more calls, this
+ * many next calls fail with EIO, as Linux reports a lost write (once), then
+ * they succeed. Defined here, it is the one spool.c calls. */
+static int fail_syncs, pass_syncs;
 
 int fdatasync(int fd)
 {
-    if (fail_syncs > 0) {
+    if (pass_syncs > 0)
+        pass_syncs--;
+    else if (fail_syncs > 0) {
         fail_syncs--;
         errno = EIO;
         return -1;
@@ -97,6 +99,34 @@ static void test_failed_round_is_kept_and_merged(void **state)
     take_expect(s, "one\ntwo\n");             /* nothing lost, order kept */
     assert_int_equal(spool_taken(s, 1), 0);
     assert_int_equal(spool_bytes(s), 0);
+    spool_close(s);
+}
+
+/* A merge whose copy is not known durable is taken back whole: the next
+ * round's copy starts where the kept file ended. */
+static void test_failed_merge_leaves_no_stray_copy(void **state)
+{
+    (void)state;
+    const char *why;
+    struct spool *s = spool_open(dir, 1 << 20, err, sizeof err);
+    assert_non_null(s);
+    assert_int_equal(spool_append(s, "one", 3, &why), 0);
+    take_expect(s, "one\n");
+    assert_int_equal(spool_taken(s, 0), 0);        /* forward.spool is kept */
+    assert_int_equal(spool_append(s, "two", 3, &why), 0);
+    char *buf = NULL;
+    size_t len;
+    pass_syncs = 1;   /* active.spool's sync passes, forward.spool's fails */
+    fail_syncs = 1;
+    assert_int_equal(spool_take(s, &buf, &len), -1);
+    take_expect(s, "one\ntwo\n");
+    char path[300];
+    snprintf(path, sizeof path, "%s/forward.spool", dir);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    assert_int_equal(ftell(f), 8);                 /* not "one\ntwo\ntwo\n" */
+    fclose(f);
     spool_close(s);
 }
 
@@ -192,6 +222,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_survives_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_is_final, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_merge_leaves_no_stray_copy, setup, teardown),
         cmocka_unit_test(test_unusable_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
