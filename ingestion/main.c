@@ -125,7 +125,8 @@ static const struct cfg_opt OPTIONS[] = {
     { "burst-per-sensor", "INGESTION_BURST_PER_SENSOR", CFG_DOUBLE, &C.burst_per_sensor,
       "2000", 1, 1e9, "readings one sensor may send at once above that rate" },
     { "rate-max-sensors", "INGESTION_RATE_MAX_SENSORS", CFG_INT, &C.rate_max_sensors, "100000",
-      1, 100000000, "sensors the rate limit tracks at once (memory: up to ~400 bytes each, twice that while idle ones are swept)" },
+      1, 100000000, "sensors the rate limit tracks at once (memory: up to ~400 bytes each, "
+      "twice that while idle ones are swept)" },
     { "log-level", "LOG_LEVEL", CFG_STR, &C.log_level, "info", 1, 5,
       "debug, info, warn or error" },
     { "log-format", "LOG_FORMAT", CFG_STR, &C.log_format, "text", 1, 8,

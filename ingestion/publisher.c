@@ -668,9 +668,11 @@ static int spool_put(struct publisher *p, const struct reading_msg *m, size_t re
 static int spool_lost(struct publisher *p, struct pub_msg *m)
 {
     const char *why;
-    if (!m->lost || m->forwarded || !p->cfg.spool || p->draining || p->destroying ||
-        !m->body.buf || sync_reserve(p, m->nw) < 0 || spool_put(p, &m->body, m->readings, &why) < 0)
+    if (!m->lost || m->forwarded || !m->body.buf || !p->cfg.spool || p->draining ||
+        p->destroying)
         return 0;
+    if (sync_reserve(p, m->nw) < 0 || spool_put(p, &m->body, m->readings, &why) < 0)
+        return 0;   /* out of memory, or the spool is full or failed: 503 */
     /* The readings stay outstanding until sync_cb (the first request carries
      * the count for them all). */
     for (size_t i = 0; i < m->nw; i++)

@@ -1,10 +1,10 @@
 /* main.c -- storage's lifecycle: configuration, logging, signals, startup
  * (database first), then the MQTT consumer until SIGTERM/SIGINT.
  *
- * Exit status: 0 after a requested stop, 1 when storage cannot work
- * (the database is not UTF8, a migration fails, the broker refuses the
- * subscription), 2 on bad
- * configuration. The work itself is in consumer.c and db.c. */
+ * Exit status: 0 after a requested stop, 1 when storage cannot work (the
+ * database is not UTF8, a migration fails, the broker refuses the
+ * subscription), 2 on bad configuration. The work itself is in consumer.c
+ * and db.c. */
 #include "config.h"
 #include "consumer.h"
 #include "db.h"
@@ -93,7 +93,8 @@ static int setup_signals(char *err, size_t errlen)
 
 /* Connects and migrates before consuming anything: without the schema every
  * message would only be retried. Returns 0 when up, 1 when the database
- * cannot serve us (DB_FATAL), -1 when a stop signal arrived first (wake byte in *why). */
+ * cannot serve us (DB_FATAL), -1 when a stop signal arrived first (wake
+ * byte in *why). */
 static int start_database(struct db *db, char *why)
 {
     char err[512];

@@ -86,16 +86,24 @@ static void test_append_take_delete(void **state)
     spool_close(s);
 }
 
-static void test_failed_round_is_kept_and_merged(void **state)
+/* A spool whose round "one" was not all acknowledged (forward.spool is
+ * kept), with "two" appended since. */
+static struct spool *spool_with_kept_round(void)
 {
-    (void)state;
     const char *why;
     struct spool *s = spool_open(dir, 1 << 20, err, sizeof err);
     assert_non_null(s);
     assert_int_equal(spool_append(s, "one", 3, &why), 0);
     take_expect(s, "one\n");
+    assert_int_equal(spool_taken(s, 0), 0);
     assert_int_equal(spool_append(s, "two", 3, &why), 0);
-    assert_int_equal(spool_taken(s, 0), 0);   /* not all acknowledged */
+    return s;
+}
+
+static void test_failed_round_is_kept_and_merged(void **state)
+{
+    (void)state;
+    struct spool *s = spool_with_kept_round();
     take_expect(s, "one\ntwo\n");             /* nothing lost, order kept */
     assert_int_equal(spool_taken(s, 1), 0);
     assert_int_equal(spool_bytes(s), 0);
@@ -107,13 +115,7 @@ static void test_failed_round_is_kept_and_merged(void **state)
 static void test_failed_merge_leaves_no_stray_copy(void **state)
 {
     (void)state;
-    const char *why;
-    struct spool *s = spool_open(dir, 1 << 20, err, sizeof err);
-    assert_non_null(s);
-    assert_int_equal(spool_append(s, "one", 3, &why), 0);
-    take_expect(s, "one\n");
-    assert_int_equal(spool_taken(s, 0), 0);        /* forward.spool is kept */
-    assert_int_equal(spool_append(s, "two", 3, &why), 0);
+    struct spool *s = spool_with_kept_round();
     char *buf = NULL;
     size_t len;
     pass_syncs = 1;   /* active.spool's sync passes, forward.spool's fails */
