@@ -22,9 +22,11 @@ Scenarios (each BENCH_SECONDS long after a warm-up):
              on a stack of its own: how throughput follows the replicas
 
 For each: readings/s answered 202, rows/s committed, POST latency
-p50/p99/p99.9 (sensor-sim), stored_at - received_at p50/p99 (the database),
-the lag to drain after the load stops, CPU seconds per 1000 readings and
-peak RSS of each service, and whether rows = readings answered 202.
+p50/p99/p99.9 (sensor-sim; per attempt, and for half also from when each
+request was due by the schedule, waits for a free connection included),
+stored_at - received_at p50/p99 (the database), the lag to drain after the
+load stops, CPU seconds per 1000 readings and peak RSS of each service, and
+whether rows = readings answered 202.
 
 Output: a table on stdout, bench/results/<time>.json, and
 bench/results/<time>.png (gnuplot: throughput and latency over time of the
@@ -54,7 +56,7 @@ import stack as stackmod  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-TARGETS = "single >= 0.6 x ceiling; batch >= 0.5 x db; half: p99 POST <= 10 ms, p99 stored lag <= 100 ms"
+TARGETS = "single >= 0.6 x ceiling; batch >= 0.5 x db; half: p99 POST (from due) <= 10 ms, p99 stored lag <= 100 ms"
 
 
 def say(msg):
@@ -188,6 +190,11 @@ def sim_result(sim, name):
         "readings_per_s": accepted / elapsed if elapsed > 0 else 0.0,
         "post_ms": {"p50": float(s["p50_ms"]), "p99": float(s["p99_ms"]),
                     "p99.9": float(s["p999_ms"])},
+        # From when each request was due by the schedule to its 2xx (waits
+        # for a connection included): the open-loop latency. Meaningless in
+        # a saturating run, whose schedule runs ahead.
+        "due_ms": {"p50": float(s["due_p50_ms"]), "p99": float(s["due_p99_ms"]),
+                   "p99.9": float(s["due_p999_ms"])},
         "sim": {"cpu_s": sim["cpu_s"], "peak_rss_kib": sim["peak_rss_kib"]},
         "series": [{"t": i + 1, "rate": float(x.get("rate", 0)), "p50_ms": float(x.get("p50_ms", 0)),
                     "p99_ms": float(x.get("p99_ms", 0))} for i, x in enumerate(sim["stats"])],
@@ -351,6 +358,7 @@ def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
     c0 = storage_counters(st)
     sim = run_sim(args.bin, st.api_url, args.seconds, rate, conns, batch, name)
     r = sim_result(sim, name)
+    r["open_loop"] = rate < 1e6     # paced below capacity: the due latency means something
     r["drain_s"], _ = wait_drained(st, name, r["accepted"])
     r["services"] = meter.read()
     c1 = storage_counters(st)
@@ -435,7 +443,8 @@ def scenario_db(args, st, source_tag, n_rows):
 # --- report ---------------------------------------------------------------------------------
 
 def fmt_table(results, ratios):
-    cols = ["scenario", "readings/s", "rows/s", "POST p50/p99/p99.9 ms", "stored p50/p99 ms",
+    cols = ["scenario", "readings/s", "rows/s", "POST p50/p99/p99.9 ms", "from due p50/p99 ms",
+            "stored p50/p99 ms",
             "drain s", "lost", "readings/msg, commit ms", "CPU s/1000 (ingestion, storage, haproxy, mosquitto, postgres, sim)",
             "peak RSS MiB (ingestion, storage, sim)"]
     lines = []
@@ -451,12 +460,14 @@ def fmt_table(results, ratios):
             v = [x["peak_rss_kib"] for k, x in svc.items() if k.startswith(prefix)]
             return f"{max(v) / 1024:.1f}" if v else "-"
         post = r.get("post_ms")
+        due = r.get("due_ms") if r.get("open_loop") else None
         lag = r.get("stored_lag_ms")
         sim = r.get("sim")
         lines.append([
             r["scenario"], f"{r['readings_per_s']:.0f}",
             f"{r['rows_per_s']:.0f}" if "rows_per_s" in r else "-",
             f"{post['p50']:.2f}/{post['p99']:.2f}/{post['p99.9']:.2f}" if post else "-",
+            f"{due['p50']:.2f}/{due['p99']:.2f}" if due else "-",
             f"{lag['p50']:.1f}/{lag['p99']:.1f}" if lag else "-",
             f"{r['drain_s']:.1f}" if "drain_s" in r else "-",
             str(r.get("lost", "-")),
@@ -501,7 +512,11 @@ def ratios_of(by, paired=None):
     ratio("generator", "single", 1.5, "generator / single (the load generator's headroom)")
     if "half" in by:
         h = by["half"]
-        out["half-rate p99 POST ms"] = (f"{h['post_ms']['p99']:.2f}", "<= 10", h["post_ms"]["p99"] <= 10)
+        # Checked on the latency from when each request was due: waits for
+        # a free connection count (see sensor-sim's README).
+        out["half-rate p99 POST ms, from due"] = (
+            f"{h['due_ms']['p99']:.2f} (per attempt: {h['post_ms']['p99']:.2f})", "<= 10",
+            h["due_ms"]["p99"] <= 10)
         out["half-rate p99 stored lag ms"] = (f"{h['stored_lag_ms']['p99']:.1f}", "<= 100",
                                             h["stored_lag_ms"]["p99"] <= 100)
     for name in ("single", "batch", "half"):

@@ -135,6 +135,24 @@ uint64_t gen_behind(const struct gen *g)
 
 /* --- batching ------------------------------------------------------------ */
 
+/* Paced modes: when the next reading is due by the schedule (reading k at
+ * start + k / rate, as scheduled() counts them). */
+static int64_t next_due(const struct gen *g)
+{
+    return g->start_us + (int64_t)ceil((double)g->generated * 1e6 / g->cfg.rate);
+}
+
+/* When the next reading was due, for the due latency (stats.h): by the
+ * schedule in the paced modes, so that a generator running late counts;
+ * else now. */
+static int64_t due_us(const struct gen *g, int64_t now_mono)
+{
+    if (g->cfg.mode == GEN_FLEET || g->cfg.rate <= 0)
+        return now_mono;
+    int64_t due = next_due(g);
+    return due < now_mono ? due : now_mono;
+}
+
 static void flush(struct gen *g)
 {
     struct sender_req *r = g->cur;
@@ -153,6 +171,7 @@ static void add(struct gen *g, const struct sim_reading *rd, const char *prefix,
     if (!r) {
         r = g->cur = sender_req_new(g->snd);
         g->cur_first_us = now_mono;
+        r->due_mono_us = due_us(g, now_mono);
         /* batch 1: a single object, as a plain sensor posts; else an array,
          * even when fewer readings are due. */
         if (g->cfg.batch > 1)
@@ -265,8 +284,7 @@ static uint64_t scheduled(const struct gen *g, int64_t now)
  * of a partial batch. */
 static void sleep_paced(struct gen *g, int64_t now)
 {
-    int64_t next = g->start_us + (int64_t)ceil((double)g->generated * 1e6 / g->cfg.rate);
-    int64_t wake = next - now;
+    int64_t wake = next_due(g) - now;
     if (g->cur && g->cur_first_us + LINGER_US - now < wake)
         wake = g->cur_first_us + LINGER_US - now;
     sleep_us(g, wake < g->tick_us ? g->tick_us : wake);

@@ -240,7 +240,7 @@ static void stats_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct app *a = arg;
     struct counters d;
-    struct hist h;
+    struct hist h, dh;
     (void)fd;
     (void)what;
     int64_t now = ts_mono_us();
@@ -248,7 +248,7 @@ static void stats_cb(evutil_socket_t fd, short what, void *arg)
     a->last_stats_us = now;
     if (secs <= 0)
         secs = 1e-6;
-    stats_roll(&a->stats, &d, &h);
+    stats_roll(&a->stats, &d, &h, &dh);
     uint64_t suppressed = sender_take_suppressed(a->snd);
     /* Offered: what the schedule asked for in the interval, made or not
      * (a generator out of room falls behind instead of making them). */
@@ -259,22 +259,22 @@ static void stats_cb(evutil_socket_t fd, short what, void *arg)
              "sent=%" PRIu64 " accepted=%" PRIu64 " retried=%" PRIu64 " failed=%" PRIu64
              " in_flight=%" PRIu64 " queued=%" PRIu64 " behind=%" PRIu64
              " offered_rate=%.1f rate=%.1f req_rate=%.1f p50_ms=%.3f p99_ms=%.3f"
-             " conn_errors=%" PRIu64 " http_5xx=%" PRIu64 " http_4xx=%" PRIu64
+             " due_p50_ms=%.3f due_p99_ms=%.3f conn_errors=%" PRIu64 " http_5xx=%" PRIu64 " http_4xx=%" PRIu64
              " total_accepted=%" PRIu64 " log_suppressed=%" PRIu64,
              d.sent, d.accepted, d.retried, d.failed,
              sender_outstanding(a->snd) - sender_unposted(a->snd), sender_unposted(a->snd),
              behind, (offered > 0 ? offered : 0) / secs, (double)d.accepted / secs,
              (double)d.requests / secs,
              ms(hist_quantile(&h, 0.50)), ms(hist_quantile(&h, 0.99)),
-             d.conn_errors, d.http_5xx, d.http_4xx, a->stats.c.accepted, suppressed);
+             ms(hist_quantile(&dh, 0.50)), ms(hist_quantile(&dh, 0.99)), d.conn_errors, d.http_5xx, d.http_4xx, a->stats.c.accepted, suppressed);
 }
 
 static int summary(struct app *a)
 {
     struct counters d;
-    stats_roll(&a->stats, &d, NULL);
+    stats_roll(&a->stats, &d, NULL, NULL);
     const struct counters *t = &a->stats.c;
-    const struct hist *h = &a->stats.total;
+    const struct hist *h = &a->stats.total, *dh = &a->stats.due_total;
     double secs = (double)(ts_mono_us() - a->start_us) / 1e6;
     int code = (t->failed || a->exit_code_extra) ? 1 : 0;
     log_info("sim.summary",
@@ -282,14 +282,16 @@ static int summary(struct app *a)
              " retried=%" PRIu64 " failed=%" PRIu64 " unsent=%" PRIu64 " requests=%" PRIu64
              " conn_errors=%" PRIu64 " http_5xx=%" PRIu64 " http_4xx=%" PRIu64
              " rate=%.1f req_rate=%.1f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f"
-             " exit=%d",
+             " due_p50_ms=%.3f due_p99_ms=%.3f due_p999_ms=%.3f exit=%d",
              a->mode_name, secs, t->sent, t->accepted, t->retried, t->failed, t->unsent,
              t->requests,
              t->conn_errors, t->http_5xx, t->http_4xx,
              secs > 0 ? (double)t->accepted / secs : 0.0,
              secs > 0 ? (double)t->requests / secs : 0.0,
              ms(hist_quantile(h, 0.50)), ms(hist_quantile(h, 0.99)),
-             ms(hist_quantile(h, 0.999)), ms(h->max), code);
+             ms(hist_quantile(h, 0.999)), ms(h->max),
+             ms(hist_quantile(dh, 0.50)), ms(hist_quantile(dh, 0.99)),
+             ms(hist_quantile(dh, 0.999)), code);
     return code;
 }
 

@@ -284,6 +284,7 @@ struct sender_req *sender_req_new(struct sender *s)
     r->attempts = 0;
     r->err = -1;
     r->state = REQ_FREE;
+    r->due_mono_us = ts_mono_us();
     sbuf_clear(&r->body);
     sbuf_clear(&r->csv);
     return r;
@@ -463,6 +464,8 @@ static void on_done(struct evhttp_request *h, void *arg)
     stats_latency(s->stats, lat > 0 ? (uint64_t)lat : 0);
 
     if (code >= 200 && code < 300) {
+        int64_t due = ts_mono_us() - r->due_mono_us;
+        stats_due_latency(s->stats, due > 0 ? (uint64_t)due : 0);
         s->stats->c.accepted += r->n;
         if (s->acclog && r->csv.len)
             acclog_append(s->acclog, r->csv.p, r->csv.len);

@@ -45,6 +45,8 @@ struct sender_req {
     struct sbuf body;            /* the JSON body, sent as is */
     struct sbuf csv;             /* accepted-log lines, one per reading */
     unsigned n;                  /* readings in body, >= 1 */
+    int64_t due_mono_us;         /* when its first reading was due (stats.h);
+                                  * sender_req_new() sets now */
     /* The sender's own bookkeeping. */
     struct sender *s;
     struct sender_req *next;          /* wait queue or free list */

@@ -68,7 +68,8 @@ uint64_t hist_quantile(const struct hist *h, double q)
     return h->max;
 }
 
-void stats_roll(struct sim_stats *s, struct counters *delta, struct hist *ih)
+void stats_roll(struct sim_stats *s, struct counters *delta, struct hist *ih,
+                struct hist *due_ih)
 {
     delta->sent = s->c.sent - s->prev.sent;
     delta->unsent = s->c.unsent - s->prev.unsent;
@@ -84,4 +85,8 @@ void stats_roll(struct sim_stats *s, struct counters *delta, struct hist *ih)
         *ih = s->interval;
     hist_merge(&s->total, &s->interval);
     hist_reset(&s->interval);
+    if (due_ih)
+        *due_ih = s->due_interval;
+    hist_merge(&s->due_total, &s->due_interval);
+    hist_reset(&s->due_interval);
 }

@@ -1,5 +1,5 @@
-/* stats.h -- what the simulator counts: reading counters and a latency
- * histogram.
+/* stats.h -- what the simulator counts: reading counters and two latency
+ * histograms.
  *
  * The histogram is log-linear (HdrHistogram's layout with 32 sub-buckets
  * per power of two): exact below 64 µs, within 3.2% above, fixed size, and
@@ -51,11 +51,22 @@ struct counters {
     uint64_t http_4xx;    /* attempts answered 4xx (or 1xx/3xx) */
 };
 
+/* Two latencies:
+ * - an attempt's: from the request's write to its answer, each HTTP attempt
+ *   that got one (the server's time, as the client's connection sees it);
+ * - a reading's due latency: from when it was due (the --rate schedule, or
+ *   when it was made) to its 2xx, every wait on the way included (for a free
+ *   connection, retries, a generator running late). An open-loop run's
+ *   latency: a server that falls behind shows here even when each attempt,
+ *   once written, is quick (no coordinated omission). Per request: the due
+ *   time of its first reading. */
 struct sim_stats {
     struct counters c;        /* totals since start */
     struct counters prev;     /* totals at the last interval report */
-    struct hist interval;     /* latencies since the last interval report */
-    struct hist total;        /* all latencies before that */
+    struct hist interval;     /* attempt latencies since the last interval report */
+    struct hist total;        /* all attempt latencies before that */
+    struct hist due_interval; /* due latencies since the last interval report */
+    struct hist due_total;    /* all due latencies before that */
 };
 
 /* Latency of one HTTP attempt that got an answer. */
@@ -64,8 +75,16 @@ static inline void stats_latency(struct sim_stats *s, uint64_t us)
     hist_add(&s->interval, us);
 }
 
+/* Due latency of one request answered 2xx. */
+static inline void stats_due_latency(struct sim_stats *s, uint64_t us)
+{
+    hist_add(&s->due_interval, us);
+}
+
 /* Ends an interval: delta = totals - previous snapshot; the interval
- * histogram is copied to *ih (may be NULL), merged into total and reset. */
-void stats_roll(struct sim_stats *s, struct counters *delta, struct hist *ih);
+ * histograms are copied to *ih and *due_ih (either may be NULL), merged into
+ * the totals and reset. */
+void stats_roll(struct sim_stats *s, struct counters *delta, struct hist *ih,
+                struct hist *due_ih);
 
 #endif

@@ -1,12 +1,16 @@
 """test_sensor_sim.py -- sensor-sim end to end: every reading it reports as
 accepted (its --accepted-log) is a row in readings, and its sensors have no
-other rows."""
+other rows; its due latency counts the wait for a free connection."""
 
+import http.server
 import os
+import subprocess
+import threading
+import time
 
 import pytest
 
-from sfhelp import barrier, rows, sql_list, ts_us, wait_for
+from sfhelp import barrier, bin_dir, rows, sim_summary, sql_list, ts_us, wait_for
 
 
 def read_accepted(path):
@@ -52,3 +56,49 @@ def test_sensor_sim_end_to_end(stack, api):
             assert got[key]["raw_value"] == pytest.approx(value, rel=1e-9, abs=1e-6), key
         if unit:
             assert got[key]["raw_unit"] == unit, key
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every POST 202 after 50 ms, one keep-alive connection at a
+    time: 20 requests/s at most."""
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        time.sleep(0.05)
+        self.send_response(202)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_due_latency_counts_the_wait_for_a_connection(tmp_path):
+    """Load mode at 100 readings/s over one connection to a server that
+    takes 50 ms a request: each attempt takes about 50 ms, but the requests
+    queue behind each other, and the k-th is answered no sooner than
+    (k + 1) x 50 ms after the start while it was due at k x 10 ms. The due
+    latency must show that wait (at the median, request 20 of 40: >= 850 ms);
+    the attempt latency alone would hide it."""
+    srv = http.server.HTTPServer(("127.0.0.1", 0), _SlowHandler)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/v1/readings"
+        r = subprocess.run([str(bin_dir() / "sensor-sim"), "--url", url, "--rate", "100",
+                            "--count", "40", "--connections", "1", "--sensors", "1",
+                            "--stats-interval", "0"],
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                           env={k: v for k, v in os.environ.items() if not k.startswith("SIM_")})
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = sim_summary(r.stderr)
+    assert s.get("accepted") == "40", r.stderr[-2000:]
+    attempt_p50, due_p50 = float(s["p50_ms"]), float(s["due_p50_ms"])
+    assert due_p50 >= 500, s
+    assert due_p50 >= 5 * attempt_p50, s

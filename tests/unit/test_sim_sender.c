@@ -2,7 +2,8 @@
  * in-process evhttp server that answers from a script: a retry carries the
  * very same body (so the same ts), 503 / dropped connections are retried
  * and 400 is not, max_attempts gives up, accepted readings reach the
- * accepted log, and give_up_all cancels what is on the wire. */
+ * accepted log, give_up_all cancels what is on the wire, and the due latency
+ * of an accepted request spans every wait since it was due. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +25,7 @@
 #include "../../sensor-sim/sender.h"
 #include "../../sensor-sim/stats.h"
 #include "log.h"
+#include "ts.h"
 
 /* What the fake server does with the next requests, in order; after the
  * script it answers 202. */
@@ -231,6 +233,8 @@ static void final_answer(enum act a, int is_5xx)
     struct counters *c = &e.stats->c;
     assert_true(c->sent == 1 && c->accepted == 0 && c->failed == 1 && c->retried == 0);
     assert_true(is_5xx ? c->http_5xx == 1 : c->http_4xx == 1);
+    /* Answered, so an attempt latency; not accepted, so no due latency. */
+    assert_true(e.stats->interval.count == 1 && e.stats->due_interval.count == 0);
     assert_string_equal(acc_contents(&e), "");
     env_stop(&e);
 }
@@ -355,6 +359,31 @@ static void test_give_up_all_cancels(void **state)
     env_stop(&e);
 }
 
+/* A request due 200 ms before it was submitted, refused once (503, a
+ * backoff) and then accepted: two attempt latencies, one due latency, and
+ * the due latency covers the 200 ms and both attempts. */
+static void test_due_latency_spans_every_wait(void **state)
+{
+    (void)state;
+    struct env e;
+    env_start(&e, 8, 5);
+    e.fake.script[0] = A503;
+    e.fake.nscript = 1;
+    struct sender_req *r = sender_req_new(e.snd);
+    sbuf_adds(&r->body, BODY);
+    r->n = 1;
+    r->due_mono_us = ts_mono_us() - 200000;
+    sender_submit(e.snd, r);
+    env_run(&e);
+    assert_true(e.stats->c.accepted == 1 && e.stats->c.requests == 2);
+    const struct hist *att = &e.stats->interval, *due = &e.stats->due_interval;
+    assert_int_equal(att->count, 2);
+    assert_int_equal(due->count, 1);
+    assert_true(due->max >= 200000);
+    assert_true(due->max >= att->max);
+    env_stop(&e);
+}
+
 int main(void)
 {
     log_init("test", "sender", LOG_ERROR);
@@ -365,6 +394,7 @@ int main(void)
         cmocka_unit_test(test_gives_up_after_max_attempts),
         cmocka_unit_test(test_timeout_is_retried),
         cmocka_unit_test(test_give_up_all_cancels),
+        cmocka_unit_test(test_due_latency_spans_every_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

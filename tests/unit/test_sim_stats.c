@@ -66,9 +66,10 @@ static void test_roll(void **state)
 {
     (void)state;
     struct sim_stats *s = calloc(1, sizeof *s);
-    struct hist *ih = malloc(sizeof *ih);
+    struct hist *ih = malloc(sizeof *ih), *dh = malloc(sizeof *dh);
     assert_non_null(s);
     assert_non_null(ih);
+    assert_non_null(dh);
     struct counters d;
     s->c.sent = 10;
     s->c.accepted = 8;
@@ -76,18 +77,23 @@ static void test_roll(void **state)
     s->c.unsent = 3;
     stats_latency(s, 1000);
     stats_latency(s, 3000);
-    stats_roll(s, &d, ih);
+    stats_roll(s, &d, ih, NULL);
     assert_true(d.sent == 10 && d.accepted == 8 && d.failed == 1 && d.unsent == 3);
     assert_true(ih->count == 2 && s->interval.count == 0 && s->total.count == 2);
     s->c.sent = 15;
     s->c.accepted = 14;
     stats_latency(s, 50000);
-    stats_roll(s, &d, ih);
+    stats_due_latency(s, 70000);
+    stats_roll(s, &d, ih, dh);
     assert_true(d.sent == 5 && d.accepted == 6 && d.failed == 0);
     assert_true(ih->count == 1 && ih->max == 50000);
     assert_true(s->total.count == 3 && s->total.max == 50000);
+    /* The due latencies roll apart from the attempts'. */
+    assert_true(dh->count == 1 && dh->max == 70000 && s->due_interval.count == 0);
+    assert_true(s->due_total.count == 1 && s->due_total.max == 70000);
     free(s);
     free(ih);
+    free(dh);
 }
 
 int main(void)
