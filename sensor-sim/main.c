@@ -259,14 +259,16 @@ static void stats_cb(evutil_socket_t fd, short what, void *arg)
              "sent=%" PRIu64 " accepted=%" PRIu64 " retried=%" PRIu64 " failed=%" PRIu64
              " in_flight=%" PRIu64 " queued=%" PRIu64 " behind=%" PRIu64
              " offered_rate=%.1f rate=%.1f req_rate=%.1f p50_ms=%.3f p99_ms=%.3f"
-             " due_p50_ms=%.3f due_p99_ms=%.3f conn_errors=%" PRIu64 " http_5xx=%" PRIu64 " http_4xx=%" PRIu64
+             " due_p50_ms=%.3f due_p99_ms=%.3f"
+             " conn_errors=%" PRIu64 " http_5xx=%" PRIu64 " http_4xx=%" PRIu64
              " total_accepted=%" PRIu64 " log_suppressed=%" PRIu64,
              d.sent, d.accepted, d.retried, d.failed,
              sender_outstanding(a->snd) - sender_unposted(a->snd), sender_unposted(a->snd),
              behind, (offered > 0 ? offered : 0) / secs, (double)d.accepted / secs,
              (double)d.requests / secs,
              ms(hist_quantile(&h, 0.50)), ms(hist_quantile(&h, 0.99)),
-             ms(hist_quantile(&dh, 0.50)), ms(hist_quantile(&dh, 0.99)), d.conn_errors, d.http_5xx, d.http_4xx, a->stats.c.accepted, suppressed);
+             ms(hist_quantile(&dh, 0.50)), ms(hist_quantile(&dh, 0.99)),
+             d.conn_errors, d.http_5xx, d.http_4xx, a->stats.c.accepted, suppressed);
 }
 
 static int summary(struct app *a)
