@@ -678,6 +678,12 @@ int reading_msg_finish(struct reading_msg *m)
     return msg_printf(m, "]}");
 }
 
+size_t reading_msg_size(const struct reading_msg *m)
+{
+    /* What reading_msg_finish() appends: ],"rids":[...]} or ]} */
+    return m->len + (m->nrids ? m->rids_len + 12 : 2);
+}
+
 void reading_msg_free(struct reading_msg *m)
 {
     if (!m)

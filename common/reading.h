@@ -144,6 +144,8 @@ int reading_msg_add(struct reading_msg *m, const struct reading *r);
 int reading_msg_add_rid(struct reading_msg *m, const char *rid);
 /* Closes the JSON; m->buf/m->len are then the payload. Returns 0, -1 on OOM. */
 int reading_msg_finish(struct reading_msg *m);
+/* The payload's size once finished (before reading_msg_finish()). */
+size_t reading_msg_size(const struct reading_msg *m);
 void reading_msg_free(struct reading_msg *m);
 
 /* A 64-bit digest (FNV-1a) of a message's bytes. storage confirms each

@@ -297,7 +297,12 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
     pd->n = api->batch.n;
     memcpy(pd->rid, rid, strlen(rid) + 1);
     const char *why;
-    if (publisher_submit(api->pub, &api->batch, rid, publish_done, pd, &why) < 0) {
+    rc = publisher_submit(api->pub, &api->batch, rid, publish_done, pd, &why);
+    if (rc == PUBLISHER_TOO_LARGE) {
+        log_debug("http.rejected", "rid=%s status=413 error=\"%s\"", rid, why);
+        free(pd);
+        reply_error(api, req, 413, "Payload Too Large", why);
+    } else if (rc < 0) {
         log_debug("http.rejected", "rid=%s status=503 error=\"%s\"", rid, why);
         free(pd);
         reply_unavailable(api, req, why);

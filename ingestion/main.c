@@ -113,7 +113,7 @@ static const struct cfg_opt OPTIONS[] = {
       "readings waiting for the broker; beyond it requests get 503" },
     { "max-message-kib", "INGESTION_MAX_MESSAGE_KIB", CFG_INT, &C.max_message_kib, "256", 1,
       65536, "an MQTT message is closed once it holds this much; readings then go into the "
-      "next one" },
+      "next one (the broker's maximum packet size, if lower, caps it)" },
     { "retry-after-s", "INGESTION_RETRY_AFTER_S", CFG_INT, &C.retry_after_s, "1", 1, 3600,
       "Retry-After of 503 answers (seconds)" },
     { "api-keys-file", "INGESTION_API_KEYS_FILE", CFG_STR, &C.api_keys_file, "", 0, 4096,

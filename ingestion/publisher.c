@@ -79,6 +79,10 @@ struct publisher {
 
     atomic_int state;            /* enum conn_state */
     atomic_int connected;
+    /* The broker's Maximum Packet Size (its CONNACK; 0: it named none). It
+     * drops the connection of a client sending a larger packet, so no
+     * message may be larger: see payload_limit(). */
+    atomic_size_t max_packet;
     int64_t reconnects;
 
     pthread_mutex_t lock;        /* guards finished and the confirmations */
@@ -185,11 +189,32 @@ static void on_connected(void *ctx, char *cause)
     if (p->ever_connected)
         atomic_store(&p->resend_all, 1);
     p->ever_connected = 1;
-    log_info("mqtt.connected", "broker=%s client_id=%s", p->cfg.url, p->client_id);
+    size_t max = atomic_load(&p->max_packet);
+    if (max)
+        log_info("mqtt.connected", "broker=%s client_id=%s max_packet_bytes=%zu", p->cfg.url,
+                 p->client_id, max);
+    else
+        log_info("mqtt.connected", "broker=%s client_id=%s", p->cfg.url, p->client_id);
     /* Wake the loop: the spool goes out now, ahead of newer readings, not at
      * the next tick (a reading posted after the reconnect was otherwise
      * stored up to a second before older, spooled ones). */
     event_active(p->done_ev, EV_READ, 0);
+}
+
+/* The connect's onSuccess5, which paho 1.3.11 calls for a connect we start
+ * (the first, and each after a failed one: start_connect()), not for its
+ * automatic reconnects (MQTTAsyncUtils.c): a limit lowered by a broker
+ * restart is seen at the next connect we start. It runs before
+ * on_connected(). */
+static void on_connect_ok(void *ctx, MQTTAsync_successData5 *resp)
+{
+    struct publisher *p = ctx;
+    size_t max = 0;
+    if (resp && MQTTProperties_hasProperty(&resp->properties,
+                                           MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE))
+        max = (uint32_t)MQTTProperties_getNumericValue(&resp->properties,
+                                                       MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE);
+    atomic_store(&p->max_packet, max);
 }
 
 static void on_connection_lost(void *ctx, char *cause)
@@ -442,6 +467,7 @@ static void start_connect(struct publisher *p)
     co.minRetryInterval = 1;
     co.maxRetryInterval = 8;
     co.connectTimeout = 5;
+    co.onSuccess5 = on_connect_ok;
     co.onFailure5 = on_connect_fail;
     co.context = p;
     co.username = p->username;
@@ -683,6 +709,22 @@ static int spool_lost(struct publisher *p, struct pub_msg *m)
 }
 
 /* Takes responsibility for a request by writing it to the spool. */
+/* The largest payload the broker takes in one PUBLISH: its Maximum Packet
+ * Size less our packet's header (fixed header, topic, packet id, an empty
+ * property list); SIZE_MAX when it named no limit, or before the first
+ * connection. */
+static size_t payload_limit(const struct publisher *p)
+{
+    size_t max = atomic_load(&p->max_packet);
+    size_t head = strlen(p->topic) + 16;
+    if (!max)
+        return SIZE_MAX;
+    return max > head ? max - head : 0;
+}
+
+static const char TOO_LARGE[] = "more readings than the broker takes in one message "
+                                "(its maximum packet size): send fewer per request";
+
 static int spool_submit(struct publisher *p, const struct reading_batch *b, const char *rid,
                         publisher_done_fn done, void *ctx, const char **why)
 {
@@ -703,6 +745,11 @@ static int spool_submit(struct publisher *p, const struct reading_batch *b, cons
         }
     if (rid)
         (void)reading_msg_add_rid(&m, rid);   /* only for the logs */
+    if (reading_msg_size(&m) > payload_limit(p)) {
+        *why = TOO_LARGE;
+        rc = PUBLISHER_TOO_LARGE;
+        goto out;
+    }
     if (reading_msg_finish(&m) < 0) {
         *why = "out of memory";
         goto out;
@@ -948,6 +995,20 @@ void publisher_stats(const struct publisher *p, struct publisher_stats *out)
     out->retained_bytes = p->retained_bytes;
 }
 
+/* The open message is full: it waits for its turn (pump()), and the next
+ * request starts another. */
+static void close_open(struct publisher *p)
+{
+    struct pub_msg *m = p->open;
+    p->open = NULL;
+    if (p->full_tail)
+        p->full_tail->next = m;
+    else
+        p->full_head = m;
+    p->full_tail = m;
+    pump(p);
+}
+
 int publisher_submit(struct publisher *p, const struct reading_batch *b, const char *rid,
                      publisher_done_fn done, void *ctx, const char **why)
 {
@@ -961,8 +1022,10 @@ int publisher_submit(struct publisher *p, const struct reading_batch *b, const c
         *why = "not connected to the broker";
         return -1;
     }
+    size_t limit = payload_limit(p);
     struct pub_msg *m = p->open;
     int fresh = 0;
+again:
     if (!m) {
         m = calloc(1, sizeof *m);
         if (!m || reading_msg_init(&m->body, p->instance) < 0) {
@@ -985,6 +1048,7 @@ int publisher_submit(struct publisher *p, const struct reading_batch *b, const c
     /* All readings of a request go into the same message, so one PUBACK
      * answers the request: no partial acceptance. */
     size_t mark = m->body.len, count = m->body.count;
+    size_t rids_mark = m->body.rids_len, nrids = m->body.nrids;
     for (size_t i = 0; i < b->n; i++) {
         if (reading_msg_add(&m->body, &b->v[i]) < 0) {
             m->body.len = mark;
@@ -994,20 +1058,32 @@ int publisher_submit(struct publisher *p, const struct reading_batch *b, const c
     }
     if (rid)
         (void)reading_msg_add_rid(&m->body, rid);   /* only for the logs */
+    if (reading_msg_size(&m->body) > limit) {
+        /* More than the broker takes in one PUBLISH: it would drop the
+         * connection for it, again at every try. Take the readings back. */
+        m->body.len = mark;
+        m->body.count = count;
+        m->body.rids_len = rids_mark;
+        m->body.nrids = nrids;
+        if (!fresh) {
+            /* Other requests' readings fill it: it goes as it is, and this
+             * request's readings start the next message. */
+            close_open(p);
+            m = NULL;
+            goto again;
+        }
+        msg_free(m);
+        *why = TOO_LARGE;
+        return PUBLISHER_TOO_LARGE;
+    }
     m->w[m->nw].done = done;
     m->w[m->nw].ctx = ctx;
     m->nw++;
     m->readings += b->n;
     p->outstanding += b->n;
     p->open = m;
-    if (m->body.len >= p->cfg.max_message_bytes) {
-        p->open = NULL;   /* full: the next request starts another */
-        if (p->full_tail)
-            p->full_tail->next = m;
-        else
-            p->full_head = m;
-        p->full_tail = m;
-        pump(p);
+    if (m->body.len >= (limit < p->cfg.max_message_bytes ? limit : p->cfg.max_message_bytes)) {
+        close_open(p);   /* full: the next request starts another */
     } else if (fresh) {
         /* Collect whatever else arrives in this turn of the loop, and for
          * linger_ms (linger()). */
@@ -1015,10 +1091,8 @@ int publisher_submit(struct publisher *p, const struct reading_batch *b, const c
     }
     return 0;
 oom:
-    if (fresh) {
-        p->open = NULL;
+    if (fresh)
         msg_free(m);
-    }
     *why = "out of memory";
     return -1;
 }

@@ -87,7 +87,12 @@ int publisher_accepting(const struct publisher *p);
  * with them in the MQTT message for storage's log.
  * Returns 0 and calls done(ctx, ...) later, exactly once; or returns -1
  * without calling done when it cannot take them now (broker disconnected,
- * too many pending, out of memory), with a static reason in *why. */
+ * too many pending, out of memory), or PUBLISHER_TOO_LARGE when it never
+ * can: alone in a message they would be larger than the broker's Maximum
+ * Packet Size (its CONNACK), for which it drops the connection. A static
+ * reason in *why either way. No message is made larger than that limit
+ * nor, beyond one request's readings, than max_message_bytes. */
+#define PUBLISHER_TOO_LARGE (-2)
 int publisher_submit(struct publisher *p, const struct reading_batch *b, const char *rid,
                      publisher_done_fn done, void *ctx, const char **why);
 

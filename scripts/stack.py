@@ -554,8 +554,11 @@ class Stack:
     haproxy, sensor-sim (only when sim=True)."""
 
     def __init__(self, state_dir, ports, replicas=None, bin_dir=REPO / "build" / "bin",
-                 env=None, sim=False):
+                 env=None, sim=False, mosquitto_extra=""):
         self.state_dir = Path(state_dir).resolve()
+        # Lines appended to the generated mosquitto.conf (tests of a broker
+        # configured otherwise, e.g. with a max_packet_size).
+        self.mosquitto_extra = mosquitto_extra
         self.ports = ports
         if replicas is not None and replicas != len(ports.ingestion):
             raise StackError(f"{replicas} replicas but {len(ports.ingestion)} ingestion ports")
@@ -816,7 +819,8 @@ class Stack:
             "log_type subscribe\nlog_type unsubscribe\n"
             "connection_messages true\n"
             "log_timestamp true\n"
-            "log_timestamp_format %Y-%m-%dT%H:%M:%S\n")
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S\n"
+            f"{self.mosquitto_extra}")
         (self.mq_dir / "mosquitto.conf").write_text(conf)
 
     def _write_mosquitto_auth(self):

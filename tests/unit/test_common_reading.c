@@ -1184,7 +1184,9 @@ static void round_trip(const char *by, const struct reading *rs, size_t n)
     assert_int_equal(reading_msg_init(m, by), 0);
     for (size_t i = 0; i < n; i++)
         assert_int_equal(reading_msg_add(m, &rs[i]), 0);
+    size_t predicted = reading_msg_size(m);
     assert_int_equal(reading_msg_finish(m), 0);
+    assert_int_equal(m->len, predicted);
     assert_int_equal(m->count, n);
     assert_non_null(m->buf);
     assert_int_equal(strlen(m->buf), m->len);
@@ -1529,7 +1531,9 @@ static void test_msg_request_ids(void **state)
     assert_int_equal(reading_msg_add_rid(&m, "bad id"), -1);
     assert_int_equal(reading_msg_add_rid(&m, "x\"y"), -1);
     assert_int_equal(m.nrids, 3);
+    size_t predicted = reading_msg_size(&m);
     assert_int_equal(reading_msg_finish(&m), 0);
+    assert_int_equal(m.len, predicted);
     assert_non_null(strstr(m.buf, "],\"rids\":[\"req-1\",\"7F000001-2\",\"2\"]}"));
     struct reading_batch b = { 0 };
     struct reading_error err;
@@ -1682,7 +1686,9 @@ static void test_msg_decode_rejects_message(void **state)
     /* A message with no readings, as reading_msg_* would build it. */
     struct reading_msg m;
     assert_int_equal(reading_msg_init(&m, "ingestion-1"), 0);
+    size_t predicted = reading_msg_size(&m);
     assert_int_equal(reading_msg_finish(&m), 0);
+    assert_int_equal(m.len, predicted);
     expect_decode_reject(m.buf, m.len, -1, "readings");
     reading_msg_free(&m);
 }

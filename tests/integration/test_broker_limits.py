@@ -1,0 +1,78 @@
+"""test_broker_limits.py -- a broker with a maximum packet size.
+
+mosquitto drops the connection of a client that sends a PUBLISH larger than
+its `max_packet_size` (and says the limit in its CONNACK). ingestion reads
+the limit and never makes a larger message: readings of several requests
+that would not fit together go in separate messages, and a request that
+alone would not fit is answered 413, naming the cause. Before, such a
+message was answered 202 (after going to the spool as lost with the
+connection), then sent again at every reconnect, dropping the connection
+each time: its readings were never stored."""
+
+import concurrent.futures
+import time
+import uuid
+
+import pytest
+
+from sfhelp import Api, barrier, rfc3339, rows, wait_for
+
+LIMIT = 20000
+STACK_MOSQUITTO = f"max_packet_size {LIMIT}\n"
+
+
+@pytest.fixture
+def api(own_stack):
+    return Api("127.0.0.1", own_stack.ports.http)
+
+
+def readings(sensor, n, t0):
+    return [{"sensor_id": sensor, "type": "temperature", "unit": "C", "value": 20 + i / 100,
+             "ts": rfc3339(t0 + i * 1000)} for i in range(n)]
+
+
+def broker_log(stack):
+    return stack.log_path("mosquitto").read_text(errors="replace")
+
+
+def test_ingestion_reads_the_limit(own_stack):
+    for name in ("ingestion-1", "ingestion-2"):
+        wait_for(lambda: f"max_packet_bytes={LIMIT}" in own_stack.log_tail(name, 200), 10,
+                 f"{name} logging the broker's maximum packet size")
+
+
+def test_a_request_too_large_for_one_packet_gets_413(own_stack, api):
+    sensor = str(uuid.uuid4())
+    t0 = int(time.time() * 1e6) - 3_600_000_000
+    body = readings(sensor, 300, t0)   # about 41 KB, twice the limit once enriched
+    r = api.post("/v1/readings", body)
+    assert r.status == 413, r
+    assert "maximum packet size" in r.json["error"], r
+    assert r.json["index"] is None and r.json["field"] is None, r
+    barrier(own_stack, api)
+    assert rows(own_stack, f"sensor_id = '{sensor}'") == []
+    assert "oversize packet" not in broker_log(own_stack)
+    # The same readings in requests that fit are taken and stored.
+    for i in range(0, 300, 50):
+        r = api.post("/v1/readings", body[i:i + 50])
+        assert r.status == 202, r
+    wait_for(lambda: len(rows(own_stack, f"sensor_id = '{sensor}'")) == 300, 30,
+             "the 300 readings stored")
+
+
+def test_requests_that_together_exceed_a_packet_are_all_stored(own_stack, api):
+    """40 requests of 40 readings at once: each fits (about 7 KB as a
+    message), together they are 15 times the limit. Every one is answered
+    202 and stored, and the broker never drops a connection."""
+    t0 = int(time.time() * 1e6) - 3_000_000_000
+    sensors = [str(uuid.uuid4()) for _ in range(40)]
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(lambda s: api.post("/v1/readings", readings(s, 40, t0)),
+                                sensors))
+    assert [a.status for a in answers] == [202] * 40, [a for a in answers if a.status != 202]
+    scope = "sensor_id in (" + ",".join(f"'{s}'" for s in sensors) + ")"
+    wait_for(lambda: len(rows(own_stack, scope)) == 1600, 30, "the 1600 readings stored")
+    log = broker_log(own_stack)
+    assert "oversize packet" not in log, log[-2000:]
+    for name in ("ingestion-1", "ingestion-2"):
+        assert "mqtt.connection_lost" not in own_stack.log_tail(name, 400), name
