@@ -766,6 +766,81 @@ out:
 
 /* When connected and the spool holds messages, queues all of them for
  * sending; the round ends when the last one is acknowledged or failed. */
+static void queue_forward(struct publisher *p, struct pub_msg *m)
+{
+    m->p = p;
+    m->forwarded = 1;
+    if (p->ready_tail)
+        p->ready_tail->next = m;
+    else
+        p->ready_head = m;
+    p->ready_tail = m;
+}
+
+/* A spooled message larger than the broker takes now (spooled before the
+ * first connection said its limit, or under a larger one): the broker would
+ * drop the connection for it at every round. Its readings go again in
+ * messages that fit (a copy the broker did get lands on the same row).
+ * Returns the messages queued; when it cannot be split (not a message of
+ * ours, a reading that alone does not fit, out of memory) the round fails,
+ * so the spool keeps it, and says why. */
+static size_t forward_split(struct publisher *p, const char *line, size_t n, size_t limit)
+{
+    struct reading_batch b = { 0 };
+    struct reading_error err;
+    char by[READING_INSTANCE_MAX + 1];
+    struct pub_msg *m = NULL;
+    size_t queued = 0;
+    const char *why = "out of memory";
+    if (reading_decode_message(line, n, by, sizeof by, NULL, 0, &b, &err) < 0) {
+        why = err.message;
+        goto fail;
+    }
+    size_t i = 0;
+    while (i < b.n) {
+        if (!m && (!(m = calloc(1, sizeof *m)) || reading_msg_init(&m->body, p->instance) < 0))
+            goto fail;
+        size_t mark = m->body.len;
+        if (reading_msg_add(&m->body, &b.v[i]) < 0)
+            goto fail;
+        if (reading_msg_size(&m->body) <= limit) {
+            i++;
+            continue;
+        }
+        /* Over: m goes as it was, and this reading starts the next one. */
+        m->body.len = mark;
+        m->body.count--;
+        if (!m->body.count) {
+            why = "one reading alone is more than the broker's maximum packet size";
+            goto fail;
+        }
+        if (reading_msg_finish(&m->body) < 0)
+            goto fail;
+        queue_forward(p, m);
+        queued++;
+        m = NULL;
+    }
+    if (m && reading_msg_finish(&m->body) < 0)
+        goto fail;
+    if (m) {
+        queue_forward(p, m);
+        queued++;
+    }
+    log_info("spool.split", "bytes=%zu readings=%zu messages=%zu max_payload_bytes=%zu", n, b.n,
+             queued, limit);
+    reading_batch_free(&b);
+    return queued;
+fail:
+    if (m)
+        msg_free(m);
+    reading_batch_free(&b);
+    p->fwd_failed = 1;
+    log_error("spool.unsendable", "dir=%s bytes=%zu max_payload_bytes=%zu error=\"%s\" "
+              "msg=\"kept in the spool: raise the broker's maximum packet size\"",
+              p->cfg.spool_dir, n, limit, why);
+    return queued;
+}
+
 static void forward_spool(struct publisher *p)
 {
     if (!p->cfg.spool || p->fwd_pending || !publisher_connected(p) ||
@@ -780,9 +855,14 @@ static void forward_spool(struct publisher *p)
                       strerror(errno));
         return;
     }
+    size_t limit = payload_limit(p);
     for (char *line = buf, *end; (end = memchr(line, '\n', len - (size_t)(line - buf)));
          line = end + 1) {
         size_t n = (size_t)(end - line);
+        if (n > limit) {
+            count += forward_split(p, line, n, limit);
+            continue;
+        }
         struct pub_msg *m = n ? calloc(1, sizeof *m) : NULL;
         if (n && (!m || !(m->body.buf = malloc(n)))) {
             free(m);
@@ -793,13 +873,7 @@ static void forward_spool(struct publisher *p)
             continue;
         memcpy(m->body.buf, line, n);
         m->body.len = m->body.cap = n;
-        m->p = p;
-        m->forwarded = 1;
-        if (p->ready_tail)
-            p->ready_tail->next = m;
-        else
-            p->ready_head = m;
-        p->ready_tail = m;
+        queue_forward(p, m);
         count++;
     }
     /* A torn last line (no newline) was never synced, so never answered. */

@@ -76,3 +76,25 @@ def test_requests_that_together_exceed_a_packet_are_all_stored(own_stack, api):
     assert "oversize packet" not in log, log[-2000:]
     for name in ("ingestion-1", "ingestion-2"):
         assert "mqtt.connection_lost" not in own_stack.log_tail(name, 400), name
+
+
+def test_a_spooled_message_over_the_limit_goes_in_pieces(own_stack):
+    """ingestion-1 started while the broker is down does not know the limit
+    yet: it spools a request of 300 readings as one message (about 57 KB)
+    and answers 202. When the broker is back it learns the limit, and the
+    spooled message goes in pieces that fit: all 300 are stored."""
+    st = own_stack
+    since = st.mosquitto_log_size()
+    assert st.stop_service("mosquitto") == 0
+    st.restart_service("ingestion-1")
+    direct = Api("127.0.0.1", st.ports.ingestion[0])
+    sensor = str(uuid.uuid4())
+    t0 = int(time.time() * 1e6) - 2_000_000_000
+    r = direct.post("/v1/readings", readings(sensor, 300, t0))
+    assert r.status == 202, r
+    st.start_service("mosquitto")
+    st.wait_storage_subscribed(since, timeout=60)
+    wait_for(lambda: len(rows(st, f"sensor_id = '{sensor}'")) == 300, 60,
+             "the 300 spooled readings stored")
+    assert "spool.split" in st.log_tail("ingestion-1", 200)
+    assert "oversize packet" not in broker_log(st)
