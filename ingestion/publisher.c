@@ -52,7 +52,7 @@ struct sync_waiter {
     size_t readings;
 };
 
-enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_UP, CONN_RECONNECTING };
+enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_UP };
 
 struct publisher {
     struct publisher_config cfg;
@@ -63,7 +63,7 @@ struct publisher {
     struct event *flush_ev;      /* the open message is due: linger_ms after
                                   * its first reading (0: end of loop turn) */
     struct event *done_ev;       /* activated from paho's thread */
-    struct event *tick_ev;       /* retries a failed first connect */
+    struct event *tick_ev;       /* connects (again), forwards, republishes */
     struct event *hold_ev;       /* the open message waits for storage */
 
     struct pub_msg *open;        /* being filled */
@@ -79,6 +79,8 @@ struct publisher {
 
     atomic_int state;            /* enum conn_state */
     atomic_int connected;
+    int connect_backoff_s;       /* loop thread: wait before the next connect */
+    int64_t connect_at_us;       /* loop thread: not before this (monotonic) */
     /* The broker's Maximum Packet Size (its CONNACK; 0: it named none). It
      * drops the connection of a client sending a larger packet, so no
      * message may be larger: see payload_limit(). */
@@ -201,11 +203,9 @@ static void on_connected(void *ctx, char *cause)
     event_active(p->done_ev, EV_READ, 0);
 }
 
-/* The connect's onSuccess5, which paho 1.3.11 calls for a connect we start
- * (the first, and each after a failed one: start_connect()), not for its
- * automatic reconnects (MQTTAsyncUtils.c): a limit lowered by a broker
- * restart is seen at the next connect we start. It runs before
- * on_connected(). */
+/* The connect's onSuccess5, before on_connected(). paho 1.3.11 calls it
+ * for a connect we start, never for its own automatic reconnects
+ * (MQTTAsyncUtils.c): that is why every connect is ours (tick_cb). */
 static void on_connect_ok(void *ctx, MQTTAsync_successData5 *resp)
 {
     struct publisher *p = ctx;
@@ -221,7 +221,7 @@ static void on_connection_lost(void *ctx, char *cause)
 {
     struct publisher *p = ctx;
     atomic_store(&p->connected, 0);
-    atomic_store(&p->state, CONN_RECONNECTING);   /* paho reconnects by itself */
+    atomic_store(&p->state, CONN_IDLE);           /* the tick connects again */
     imetrics_connection_lost();
     log_warn("mqtt.connection_lost", "broker=%s cause=\"%s\"", p->cfg.url,
              cause ? cause : "unknown");
@@ -304,6 +304,19 @@ static void on_republish_fail(void *ctx, MQTTAsync_failureData5 *resp)
 }
 
 static void forwarded_done(struct publisher *p, int ok);
+
+/* The largest payload the broker takes in one PUBLISH: its Maximum Packet
+ * Size less our packet's header (fixed header, topic, packet id, an empty
+ * property list); SIZE_MAX when it named no limit, or before the first
+ * connection. */
+static size_t payload_limit(const struct publisher *p)
+{
+    size_t max = atomic_load(&p->max_packet);
+    size_t head = strlen(p->topic) + 16;
+    if (!max)
+        return SIZE_MAX;
+    return max > head ? max - head : 0;
+}
 
 static void retained_unlink(struct publisher *p, struct pub_msg *prev, struct pub_msg *m)
 {
@@ -402,7 +415,7 @@ static void republish_due(struct publisher *p)
 {
     int64_t now = ts_mono_us(), keep = (int64_t)p->cfg.retention_s * 1000000;
     int all = atomic_exchange(&p->resend_all, 0);
-    size_t sent = 0, expired = 0;
+    size_t sent = 0, expired = 0, respooled = 0, limit = payload_limit(p);
     struct pub_msg *prev = NULL, *m = p->ret_head;
     p->due_left = 0;
     while (m) {
@@ -416,6 +429,24 @@ static void republish_due(struct publisher *p)
         if (all)
             m->next_us = now;
         int due = now >= m->next_us && publisher_connected(p);
+        if (due && m->body.len > limit) {
+            /* Larger than the broker takes now (restarted with a lower
+             * maximum packet size): to the spool, whose next round sends
+             * it cut into messages that fit (forward_split). Without a
+             * spool it is not sent again, and expires. */
+            const char *why;
+            due = 0;
+            if (p->cfg.spool && spool_append(p->cfg.spool, m->body.buf, m->body.len, &why) == 0) {
+                if (p->nsync == 0) {
+                    struct timeval zero = { 0, 0 };
+                    evtimer_add(p->sync_ev, &zero);
+                }
+                respooled++;
+                retained_unlink(p, prev, m);
+                m = next;
+                continue;
+            }
+        }
         if (due && (size_t)atomic_load(&p->re_inflight) + p->inflight >= p->cfg.max_inflight)
             p->due_left = 1;   /* carried on as acknowledgements free slots */
         else if (due) {
@@ -445,6 +476,9 @@ static void republish_due(struct publisher *p)
     p->st.expired += expired;
     if (sent)
         log_info("retention.republished", "messages=%zu retained=%zu", sent, p->retained);
+    if (respooled)
+        log_info("retention.respooled", "messages=%zu max_payload_bytes=%zu msg=\"larger than "
+                 "the broker takes now: sent from the spool in pieces\"", respooled, limit);
     if (expired)
         log_warn("retention.expired", "messages=%zu msg=\"not confirmed by storage within "
                  "%d s: let go\"", expired, p->cfg.retention_s);
@@ -463,9 +497,9 @@ static void start_connect(struct publisher *p)
      * waited 50 s. */
     co.keepAliveInterval = 5;
     co.cleanstart = 1;              /* publishers keep no session */
-    co.automaticReconnect = 1;
-    co.minRetryInterval = 1;
-    co.maxRetryInterval = 8;
+    /* No automaticReconnect: its CONNACK would not reach us, and a broker
+     * restarted with a lower maximum packet size would drop the connection
+     * at every message (on_connect_ok). tick_cb reconnects instead. */
     co.connectTimeout = 5;
     co.onSuccess5 = on_connect_ok;
     co.onFailure5 = on_connect_fail;
@@ -484,6 +518,14 @@ static void start_connect(struct publisher *p)
  * (to the spool when paho refused for want of a connection). */
 static void send_msg(struct publisher *p, struct pub_msg *m)
 {
+    if (m->body.len > payload_limit(p)) {
+        /* Made before a reconnect told a lower maximum packet size: the
+         * broker would drop the connection for it. As if lost with the
+         * connection: to the spool, which sends it in pieces. */
+        m->lost = 1;
+        msg_complete(p, m, 0, "broker unavailable");
+        return;
+    }
     m->digest = reading_msg_digest(m->body.buf, m->body.len);
     m->first_us = ts_mono_us();
     MQTTAsync_message msg = MQTTAsync_message_initializer;
@@ -708,23 +750,10 @@ static int spool_lost(struct publisher *p, struct pub_msg *m)
     return 1;
 }
 
-/* Takes responsibility for a request by writing it to the spool. */
-/* The largest payload the broker takes in one PUBLISH: its Maximum Packet
- * Size less our packet's header (fixed header, topic, packet id, an empty
- * property list); SIZE_MAX when it named no limit, or before the first
- * connection. */
-static size_t payload_limit(const struct publisher *p)
-{
-    size_t max = atomic_load(&p->max_packet);
-    size_t head = strlen(p->topic) + 16;
-    if (!max)
-        return SIZE_MAX;
-    return max > head ? max - head : 0;
-}
-
 static const char TOO_LARGE[] = "more readings than the broker takes in one message "
                                 "(its maximum packet size): send fewer per request";
 
+/* Takes responsibility for a request by writing it to the spool. */
 static int spool_submit(struct publisher *p, const struct reading_batch *b, const char *rid,
                         publisher_done_fn done, void *ctx, const char **why)
 {
@@ -764,8 +793,6 @@ out:
     return rc;
 }
 
-/* When connected and the spool holds messages, queues all of them for
- * sending; the round ends when the last one is acknowledged or failed. */
 static void queue_forward(struct publisher *p, struct pub_msg *m)
 {
     m->p = p;
@@ -841,6 +868,8 @@ fail:
     return queued;
 }
 
+/* When connected and the spool holds messages, queues all of them for
+ * sending; the round ends when the last one is acknowledged or failed. */
 static void forward_spool(struct publisher *p)
 {
     if (!p->cfg.spool || p->fwd_pending || !publisher_connected(p) ||
@@ -967,8 +996,17 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     struct publisher *p = arg;
     (void)fd;
     (void)what;
-    if (atomic_load(&p->state) == CONN_IDLE)
+    int state = atomic_load(&p->state);
+    int64_t now = ts_mono_us();
+    if (state == CONN_UP) {
+        p->connect_backoff_s = 0;
+    } else if (state == CONN_IDLE && now >= p->connect_at_us) {
+        /* At once after a loss, then 1, 2, 4, 8, 8 ... s between tries. */
+        p->connect_at_us = now + (int64_t)p->connect_backoff_s * 1000000;
+        p->connect_backoff_s = p->connect_backoff_s ? (p->connect_backoff_s < 8 ?
+                                                       p->connect_backoff_s * 2 : 8) : 1;
         start_connect(p);
+    }
     collect(p);   /* confirmations recorded since the last PUBACK */
     forward_spool(p);
     republish_due(p);

@@ -2,9 +2,10 @@
 
 mosquitto drops the connection of a client that sends a PUBLISH larger than
 its `max_packet_size` (and says the limit in its CONNACK). ingestion reads
-the limit and never makes a larger message: readings of several requests
-that would not fit together go in separate messages, and a request that
-alone would not fit is answered 413, naming the cause. Before, such a
+the limit at every connection and never makes a larger message: readings of
+several requests that would not fit together go in separate messages, a
+request that alone would not fit is answered 413, naming the cause, and a
+spooled message too large is sent in pieces. Before, such a
 message was answered 202 (after going to the spool as lost with the
 connection), then sent again at every reconnect, dropping the connection
 each time: its readings were never stored."""
@@ -60,18 +61,38 @@ def test_a_request_too_large_for_one_packet_gets_413(own_stack, api):
              "the 300 readings stored")
 
 
-def test_requests_that_together_exceed_a_packet_are_all_stored(own_stack, api):
+def post_together(stack, api, t0, wait_stored=True):
     """40 requests of 40 readings at once: each fits (about 7 KB as a
-    message), together they are 15 times the limit. Every one is answered
-    202 and stored, and the broker never drops a connection."""
-    t0 = int(time.time() * 1e6) - 3_000_000_000
+    message), together they are 15 times the limit. Every one must be
+    answered 202 (and stored). Returns the SQL condition for their rows."""
     sensors = [str(uuid.uuid4()) for _ in range(40)]
     with concurrent.futures.ThreadPoolExecutor(40) as pool:
         answers = list(pool.map(lambda s: api.post("/v1/readings", readings(s, 40, t0)),
                                 sensors))
     assert [a.status for a in answers] == [202] * 40, [a for a in answers if a.status != 202]
     scope = "sensor_id in (" + ",".join(f"'{s}'" for s in sensors) + ")"
-    wait_for(lambda: len(rows(own_stack, scope)) == 1600, 30, "the 1600 readings stored")
+    if wait_stored:
+        wait_for(lambda: len(rows(stack, scope)) == 1600, 30, "the 1600 readings stored")
+    return scope
+
+
+def restart_broker(st, limit):
+    """mosquitto again, with max_packet_size limit; returns once both
+    replicas have reconnected and logged the limit."""
+    since = st.mosquitto_log_size()
+    assert st.stop_service("mosquitto") == 0
+    st.mosquitto_extra = f"max_packet_size {limit}\n"
+    st.start_service("mosquitto")
+    if st.services["storage"].alive():
+        st.wait_storage_subscribed(since, timeout=60)
+    for name in ("ingestion-1", "ingestion-2"):
+        wait_for(lambda: f"max_packet_bytes={limit}" in st.log_tail(name, 50), 30,
+                 f"{name} reconnected and logging the new limit")
+    return since
+
+
+def test_requests_that_together_exceed_a_packet_are_all_stored(own_stack, api):
+    post_together(own_stack, api, int(time.time() * 1e6) - 3_000_000_000)
     log = broker_log(own_stack)
     assert "oversize packet" not in log, log[-2000:]
     for name in ("ingestion-1", "ingestion-2"):
@@ -98,3 +119,32 @@ def test_a_spooled_message_over_the_limit_goes_in_pieces(own_stack):
              "the 300 spooled readings stored")
     assert "spool.split" in st.log_tail("ingestion-1", 200)
     assert "oversize packet" not in broker_log(st)
+
+
+def test_a_broker_restarted_with_a_lower_limit(own_stack, api):
+    """The broker comes back with a lower maximum packet size: ingestion
+    learns it at the reconnect (a connect of its own: paho's automatic
+    reconnect does not pass the CONNACK on) and keeps every message under
+    it."""
+    since = restart_broker(own_stack, 12000)
+    post_together(own_stack, api, int(time.time() * 1e6) - 1_000_000_000)
+    assert "oversize packet" not in broker_log(own_stack)[since:]
+
+
+def test_unconfirmed_messages_over_a_lowered_limit_are_stored(own_stack, api):
+    """Messages the broker acknowledged under a limit of 30000 but storage
+    has not confirmed (it is stopped) are sent again after the broker comes
+    back with 12000: those larger than that go through the spool, cut into
+    messages that fit. All readings are stored once storage is back."""
+    st = own_stack
+    restart_broker(st, 30000)
+    assert st.stop_service("storage") == 0
+    scope = post_together(st, api, int(time.time() * 1e6) - 500_000_000, wait_stored=False)
+    since = restart_broker(st, 12000)
+    # Republished at the reconnect, before storage can confirm anything.
+    wait_for(lambda: any("retention.respooled" in st.log_tail(n, 100)
+                         for n in ("ingestion-1", "ingestion-2")), 15,
+             "unconfirmed messages over the new limit taken to the spool")
+    st.start_service("storage")
+    wait_for(lambda: len(rows(st, scope)) == 1600, 60, "the 1600 readings stored")
+    assert "oversize packet" not in broker_log(st)[since:]
