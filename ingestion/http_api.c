@@ -273,15 +273,19 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
     if (api->cfg.limit &&
         ratelimit_take(api->cfg.limit, &api->batch, ts_mono_us(), &sensor, &retry_s) < 0) {
         char msg[200];
-        if (retry_s > 0)
-            snprintf(msg, sizeof msg, "too many readings for sensor %s: retry later", sensor);
-        else
-            snprintf(msg, sizeof msg, "more readings for sensor %s in one request than "
-                     "INGESTION_BURST_PER_SENSOR allows", sensor);
-        char ra[24];
-        snprintf(ra, sizeof ra, "%ld", retry_s > 0 ? retry_s : 60);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
         long at = index_of_sensor(&api->batch, sensor);
+        if (retry_s <= 0) {
+            /* More than the whole burst: waiting would never let it pass. */
+            snprintf(msg, sizeof msg, "more readings for sensor %s in one request than "
+                     "INGESTION_BURST_PER_SENSOR allows: send fewer per request", sensor);
+            log_debug("http.rejected", "rid=%s status=413 index=%ld sensor=%s", rid, at, sensor);
+            reply_error_at(api, req, 413, "Payload Too Large", msg, at, sensor_field(at, legacy));
+            return;
+        }
+        snprintf(msg, sizeof msg, "too many readings for sensor %s: retry later", sensor);
+        char ra[24];
+        snprintf(ra, sizeof ra, "%ld", retry_s);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
         log_debug("http.rejected", "rid=%s status=429 index=%ld sensor=%s retry_after_s=%s", rid,
                   at, sensor, ra);
         reply_error_at(api, req, 429, "Too Many Requests", msg, at, sensor_field(at, legacy));

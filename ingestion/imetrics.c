@@ -22,6 +22,7 @@ static const char *const REASONS[REJECT_REASONS] = {
     [REJECT_INVALID] = "invalid",
     [REJECT_UNAUTHORIZED] = "unauthorized",
     [REJECT_FORBIDDEN] = "forbidden",
+    [REJECT_TOO_LARGE] = "too_large",
     [REJECT_UNSUPPORTED_MEDIA] = "unsupported_media_type",
     [REJECT_RATE_LIMITED] = "rate_limited",
     [REJECT_UNAVAILABLE] = "unavailable",
@@ -34,7 +35,7 @@ void imetrics_init(void)
         snprintf(labels, sizeof labels, "reason=\"%s\"", REASONS[r]);
         M.rejected[r] = metrics_counter("sf_rejected_requests_total",
                                         "POST requests refused, by reason: invalid (400), "
-                                        "unauthorized (401), forbidden (403), "
+                                        "unauthorized (401), forbidden (403), too_large (413), "
                                         "unsupported_media_type (415), rate_limited (429), "
                                         "unavailable (503)", labels);
     }
@@ -96,6 +97,7 @@ void imetrics_response(const char *route, int status)
     case 400: reason = REJECT_INVALID; break;
     case 401: reason = REJECT_UNAUTHORIZED; break;
     case 403: reason = REJECT_FORBIDDEN; break;
+    case 413: reason = REJECT_TOO_LARGE; break;
     case 415: reason = REJECT_UNSUPPORTED_MEDIA; break;
     case 429: reason = REJECT_RATE_LIMITED; break;
     case 503: reason = REJECT_UNAVAILABLE; break;

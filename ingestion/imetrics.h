@@ -13,6 +13,7 @@ enum imetrics_reason {
     REJECT_INVALID = 0,        /* 400 */
     REJECT_UNAUTHORIZED,       /* 401 */
     REJECT_FORBIDDEN,          /* 403 */
+    REJECT_TOO_LARGE,          /* 413 (ours: not evhttp's own for the body) */
     REJECT_UNSUPPORTED_MEDIA,  /* 415 */
     REJECT_RATE_LIMITED,       /* 429 */
     REJECT_UNAVAILABLE,        /* 503 */

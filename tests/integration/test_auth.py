@@ -146,3 +146,23 @@ def test_flood_from_one_sensor_gets_429_while_others_pass(own_stack):
              what="the flood's accepted readings stored")
     assert len(rows(st, "sensor_id = 'hall1-flood'")) == codes.count(202)
     assert metric(st, "sf_rejected_requests_total", reason="rate_limited") - before == len(limited)
+
+
+def test_more_than_the_burst_in_one_request_gets_413(own_stack):
+    """6 readings of one sensor in one request against a burst of 5: waiting
+    would never let it pass, so not 429 (whose Retry-After promises it
+    would) but 413, naming the sensor; a fresh sensor, so its bucket is
+    full."""
+    st = own_stack
+    before = metric(st, "sf_rejected_requests_total", reason="too_large")
+    sensor = "ops-burst-" + uuid.uuid4().hex[:8]
+    a = post(st, [reading("ops-ok-" + uuid.uuid4().hex[:8])] + [reading(sensor) for _ in range(6)],
+             key=OPS)
+    assert a.status == 413, a
+    assert "retry-after" not in a.headers, a.headers
+    assert sensor in a.json["error"] and "INGESTION_BURST_PER_SENSOR" in a.json["error"], a
+    assert a.json["index"] == 1 and a.json["field"] == "sensor_id", a
+    assert metric(st, "sf_rejected_requests_total", reason="too_large") - before == 1
+    a = post(st, [reading(sensor) for _ in range(5)], key=OPS)
+    assert a.status == 202, a
+    wait_for(lambda: len(rows(st, f"sensor_id = '{sensor}'")) == 5, what="the 5 stored")
