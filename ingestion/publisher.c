@@ -931,8 +931,12 @@ static void forwarded_done(struct publisher *p, int ok)
                   strerror(errno));
     if (all) {
         p->spooling = 0;
-        log_info("spool.forwarded", "msg=\"the spool was sent and acknowledged\" "
-                 "spool_bytes=%zu", spool_bytes(p->cfg.spool));
+        /* What came into the spool during the round goes in the next one;
+         * after a failed sync it waits for a restart (spool.h). */
+        size_t left = spool_bytes(p->cfg.spool);
+        log_info("spool.forwarded", "msg=\"%s\" spool_bytes=%zu",
+                 left ? "sent and acknowledged; more waits in the spool"
+                      : "the spool was sent and acknowledged", left);
     } else {
         log_warn("spool.forward_failed", "msg=\"kept for the next try\"");
     }
