@@ -43,6 +43,7 @@ struct pub_msg {
     int lost;                /* failed for want of a connection (in flight
                               * when it went, or sent while it was down) */
     int young;               /* retained and counted in p->young */
+    int uncuttable_logged;   /* retained, larger than the broker takes, said so */
 };
 
 /* A request whose readings were written to the spool, awaiting fdatasync. */
@@ -73,6 +74,10 @@ struct publisher {
     struct sync_waiter *sync_w;
     size_t nsync, capsync;
     size_t fwd_pending;          /* forwarded messages not yet done */
+    /* Spooled messages the broker cannot take at held_limit, put back in
+     * active.spool by the last round (forward_split): no new round for
+     * them alone until the limit changes. */
+    size_t held_bytes, held_limit;
     int fwd_failed, spooling, spool_full_logged;
     size_t inflight;             /* messages sent, not yet done */
     size_t outstanding;          /* readings submitted, not yet done */
@@ -203,9 +208,10 @@ static void on_connected(void *ctx, char *cause)
     event_active(p->done_ev, EV_READ, 0);
 }
 
-/* The connect's onSuccess5, before on_connected(). paho 1.3.11 calls it
- * for a connect we start, never for its own automatic reconnects
- * (MQTTAsyncUtils.c): that is why every connect is ours (tick_cb). */
+/* The connect's onSuccess5, before on_connected(). paho (1.3.11, and
+ * Debian 12's 1.3.12) calls it for a connect we start, never for its own
+ * automatic reconnects (MQTTAsyncUtils.c): that is why every connect is
+ * ours (tick_cb). */
 static void on_connect_ok(void *ctx, MQTTAsync_successData5 *resp)
 {
     struct publisher *p = ctx;
@@ -318,6 +324,66 @@ static size_t payload_limit(const struct publisher *p)
     return max > head ? max - head : 0;
 }
 
+/* The readings of a finished message (payload, n bytes) again, in finished
+ * messages of at most limit bytes each, linked by ->next, in order; NULL
+ * with a static reason in *why when that cannot be: not a message of ours,
+ * a reading that alone is larger, out of memory. */
+static struct pub_msg *cut_message(struct publisher *p, const char *payload, size_t n,
+                                   size_t limit, const char **why)
+{
+    struct reading_batch b = { 0 };
+    struct reading_error err;
+    char by[READING_INSTANCE_MAX + 1];
+    struct pub_msg *head = NULL, **tail = &head, *m = NULL;
+    *why = "out of memory";
+    if (reading_decode_message(payload, n, by, sizeof by, NULL, 0, &b, &err) < 0) {
+        *why = "not a message of ours";
+        goto fail;
+    }
+    size_t i = 0;
+    while (i < b.n) {
+        if (!m && (!(m = calloc(1, sizeof *m)) || reading_msg_init(&m->body, p->instance) < 0))
+            goto fail;
+        size_t mark = m->body.len;
+        if (reading_msg_add(&m->body, &b.v[i]) < 0)
+            goto fail;
+        if (reading_msg_size(&m->body) <= limit) {
+            i++;
+            continue;
+        }
+        /* Over: m is done as it was, and this reading starts the next one. */
+        m->body.len = mark;
+        m->body.count--;
+        if (!m->body.count) {
+            *why = "one reading alone is larger than the broker's maximum packet size";
+            goto fail;
+        }
+        if (reading_msg_finish(&m->body) < 0)
+            goto fail;
+        m->p = p;
+        *tail = m;
+        tail = &m->next;
+        m = NULL;
+    }
+    if (m && reading_msg_finish(&m->body) < 0)
+        goto fail;
+    if (m) {
+        m->p = p;
+        *tail = m;
+    }
+    reading_batch_free(&b);
+    return head;
+fail:
+    msg_free(m);
+    while (head) {
+        struct pub_msg *next = head->next;
+        msg_free(head);
+        head = next;
+    }
+    reading_batch_free(&b);
+    return NULL;
+}
+
 static void retained_unlink(struct publisher *p, struct pub_msg *prev, struct pub_msg *m)
 {
     if (prev)
@@ -333,6 +399,39 @@ static void retained_unlink(struct publisher *p, struct pub_msg *prev, struct pu
     p->retained--;
     p->retained_bytes -= m->body.len;
     msg_free(m);
+}
+
+/* Replaces the retained m (after prev) with its readings cut into messages
+ * that fit the broker's limit: each retained, as old as m, due at once.
+ * Returns 0, leaving m as it is and saying why, when it cannot be cut. */
+static int retained_cut(struct publisher *p, struct pub_msg *prev, struct pub_msg *m)
+{
+    const char *why;
+    size_t limit = payload_limit(p);
+    struct pub_msg *pieces = cut_message(p, m->body.buf, m->body.len, limit, &why);
+    if (!pieces) {
+        if (!m->uncuttable_logged)
+            log_error("retention.uncuttable", "bytes=%zu max_payload_bytes=%zu error=\"%s\" "
+                      "msg=\"larger than the broker takes: not sent again until it expires\"",
+                      m->body.len, limit, why);
+        m->uncuttable_logged = 1;
+        return 0;
+    }
+    struct pub_msg *last = pieces;
+    for (struct pub_msg *x = pieces; x; x = x->next) {
+        x->digest = reading_msg_digest(x->body.buf, x->body.len);
+        x->first_us = m->first_us;
+        x->next_us = 0;
+        p->retained++;
+        p->retained_bytes += x->body.len;
+        last = x;
+    }
+    last->next = m->next;
+    if (p->ret_tail == m)
+        p->ret_tail = last;
+    m->next = pieces;          /* so that unlinking m leaves the pieces after prev */
+    retained_unlink(p, prev, m);
+    return 1;
 }
 
 /* Keeps an acknowledged message until storage confirms it. */
@@ -415,7 +514,7 @@ static void republish_due(struct publisher *p)
 {
     int64_t now = ts_mono_us(), keep = (int64_t)p->cfg.retention_s * 1000000;
     int all = atomic_exchange(&p->resend_all, 0);
-    size_t sent = 0, expired = 0, respooled = 0, limit = payload_limit(p);
+    size_t sent = 0, expired = 0, cut = 0;
     struct pub_msg *prev = NULL, *m = p->ret_head;
     p->due_left = 0;
     while (m) {
@@ -429,23 +528,18 @@ static void republish_due(struct publisher *p)
         if (all)
             m->next_us = now;
         int due = now >= m->next_us && publisher_connected(p);
-        if (due && m->body.len > limit) {
+        if (due && m->body.len > payload_limit(p)) {
             /* Larger than the broker takes now (restarted with a lower
-             * maximum packet size): to the spool, whose next round sends
-             * it cut into messages that fit (forward_split). Without a
-             * spool it is not sent again, and expires. */
-            const char *why;
-            due = 0;
-            if (p->cfg.spool && spool_append(p->cfg.spool, m->body.buf, m->body.len, &why) == 0) {
-                if (p->nsync == 0) {
-                    struct timeval zero = { 0, 0 };
-                    evtimer_add(p->sync_ev, &zero);
-                }
-                respooled++;
-                retained_unlink(p, prev, m);
+             * maximum packet size): retained as pieces that fit instead,
+             * as old as m, due now. */
+            if (!retained_cut(p, prev, m)) {
+                prev = m;       /* not sent again: it expires */
                 m = next;
                 continue;
             }
+            cut++;
+            m = prev ? prev->next : p->ret_head;   /* the first piece */
+            continue;
         }
         if (due && (size_t)atomic_load(&p->re_inflight) + p->inflight >= p->cfg.max_inflight)
             p->due_left = 1;   /* carried on as acknowledgements free slots */
@@ -476,9 +570,9 @@ static void republish_due(struct publisher *p)
     p->st.expired += expired;
     if (sent)
         log_info("retention.republished", "messages=%zu retained=%zu", sent, p->retained);
-    if (respooled)
-        log_info("retention.respooled", "messages=%zu max_payload_bytes=%zu msg=\"larger than "
-                 "the broker takes now: sent from the spool in pieces\"", respooled, limit);
+    if (cut)
+        log_info("retention.cut", "messages=%zu max_payload_bytes=%zu msg=\"larger than the "
+                 "broker takes now: sent again in pieces\"", cut, payload_limit(p));
     if (expired)
         log_warn("retention.expired", "messages=%zu msg=\"not confirmed by storage within "
                  "%d s: let go\"", expired, p->cfg.retention_s);
@@ -808,73 +902,50 @@ static void queue_forward(struct publisher *p, struct pub_msg *m)
  * first connection said its limit, or under a larger one): the broker would
  * drop the connection for it at every round. Its readings go again in
  * messages that fit (a copy the broker did get lands on the same row).
- * Returns the messages queued; when it cannot be split (not a message of
- * ours, a reading that alone does not fit, out of memory) the round fails,
- * so the spool keeps it, and says why. */
+ * Returns the messages queued. One that cannot be cut goes back to
+ * active.spool, durably, so that this round can end and the rest of the
+ * spool be deleted; forward_spool() leaves it there until the limit
+ * changes. Only when that fails too does the round fail (and keep all). */
 static size_t forward_split(struct publisher *p, const char *line, size_t n, size_t limit)
 {
-    struct reading_batch b = { 0 };
-    struct reading_error err;
-    char by[READING_INSTANCE_MAX + 1];
-    struct pub_msg *m = NULL;
+    const char *why;
+    struct pub_msg *m = cut_message(p, line, n, limit, &why);
     size_t queued = 0;
-    const char *why = "out of memory";
-    if (reading_decode_message(line, n, by, sizeof by, NULL, 0, &b, &err) < 0) {
-        why = err.message;
-        goto fail;
-    }
-    size_t i = 0;
-    while (i < b.n) {
-        if (!m && (!(m = calloc(1, sizeof *m)) || reading_msg_init(&m->body, p->instance) < 0))
-            goto fail;
-        size_t mark = m->body.len;
-        if (reading_msg_add(&m->body, &b.v[i]) < 0)
-            goto fail;
-        if (reading_msg_size(&m->body) <= limit) {
-            i++;
-            continue;
-        }
-        /* Over: m goes as it was, and this reading starts the next one. */
-        m->body.len = mark;
-        m->body.count--;
-        if (!m->body.count) {
-            why = "one reading alone is more than the broker's maximum packet size";
-            goto fail;
-        }
-        if (reading_msg_finish(&m->body) < 0)
-            goto fail;
-        queue_forward(p, m);
-        queued++;
-        m = NULL;
-    }
-    if (m && reading_msg_finish(&m->body) < 0)
-        goto fail;
     if (m) {
-        queue_forward(p, m);
-        queued++;
+        while (m) {
+            struct pub_msg *next = m->next;
+            m->next = NULL;
+            queue_forward(p, m);
+            queued++;
+            m = next;
+        }
+        log_info("spool.split", "bytes=%zu messages=%zu max_payload_bytes=%zu", n, queued,
+                 limit);
+        return queued;
     }
-    log_info("spool.split", "bytes=%zu readings=%zu messages=%zu max_payload_bytes=%zu", n, b.n,
-             queued, limit);
-    reading_batch_free(&b);
-    return queued;
-fail:
-    if (m)
-        msg_free(m);
-    reading_batch_free(&b);
-    p->fwd_failed = 1;
+    const char *why2;
+    if (spool_append(p->cfg.spool, line, n, &why2) == 0 && spool_sync(p->cfg.spool) == 0)
+        p->held_bytes += n + 1;
+    else
+        p->fwd_failed = 1;
     log_error("spool.unsendable", "dir=%s bytes=%zu max_payload_bytes=%zu error=\"%s\" "
               "msg=\"kept in the spool: raise the broker's maximum packet size\"",
               p->cfg.spool_dir, n, limit, why);
-    return queued;
+    return 0;
 }
 
 /* When connected and the spool holds messages, queues all of them for
  * sending; the round ends when the last one is acknowledged or failed. */
 static void forward_spool(struct publisher *p)
 {
+    size_t limit = payload_limit(p);
     if (!p->cfg.spool || p->fwd_pending || !publisher_connected(p) ||
         spool_bytes(p->cfg.spool) == 0)
         return;
+    if (spool_bytes(p->cfg.spool) <= p->held_bytes && limit == p->held_limit)
+        return;   /* nothing but what the last round could not send */
+    p->held_bytes = 0;
+    p->held_limit = limit;
     char *buf;
     size_t len, count = 0;
     int rc = spool_take(p->cfg.spool, &buf, &len);
@@ -884,7 +955,6 @@ static void forward_spool(struct publisher *p)
                       strerror(errno));
         return;
     }
-    size_t limit = payload_limit(p);
     for (char *line = buf, *end; (end = memchr(line, '\n', len - (size_t)(line - buf)));
          line = end + 1) {
         size_t n = (size_t)(end - line);
@@ -1004,8 +1074,12 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     int64_t now = ts_mono_us();
     if (state == CONN_UP) {
         p->connect_backoff_s = 0;
-    } else if (state == CONN_IDLE && now >= p->connect_at_us) {
-        /* At once after a loss, then 1, 2, 4, 8, 8 ... s between tries. */
+    } else if (state == CONN_IDLE && now >= p->connect_at_us &&
+               !MQTTAsync_isConnected(p->client)) {
+        /* At the next tick after a loss, then about 1, 2, 4, 8, 8 ... s
+         * apart. MQTTAsync_isConnected takes paho's lock: on_connection_lost
+         * runs under it, and paho still reads the connect options after it
+         * returns, which MQTTAsync_connect rewrites without the lock. */
         p->connect_at_us = now + (int64_t)p->connect_backoff_s * 1000000;
         p->connect_backoff_s = p->connect_backoff_s ? (p->connect_backoff_s < 8 ?
                                                        p->connect_backoff_s * 2 : 8) : 1;
@@ -1198,7 +1272,7 @@ again:
     m->readings += b->n;
     p->outstanding += b->n;
     p->open = m;
-    if (m->body.len >= (limit < p->cfg.max_message_bytes ? limit : p->cfg.max_message_bytes)) {
+    if (m->body.len >= p->cfg.max_message_bytes) {
         close_open(p);   /* full: the next request starts another */
     } else if (fresh) {
         /* Collect whatever else arrives in this turn of the loop, and for

@@ -134,17 +134,48 @@ def test_a_broker_restarted_with_a_lower_limit(own_stack, api):
 def test_unconfirmed_messages_over_a_lowered_limit_are_stored(own_stack, api):
     """Messages the broker acknowledged under a limit of 30000 but storage
     has not confirmed (it is stopped) are sent again after the broker comes
-    back with 12000: those larger than that go through the spool, cut into
-    messages that fit. All readings are stored once storage is back."""
+    back with 12000: those larger than that are cut into messages that fit.
+    All readings are stored once storage is back."""
     st = own_stack
     restart_broker(st, 30000)
     assert st.stop_service("storage") == 0
     scope = post_together(st, api, int(time.time() * 1e6) - 500_000_000, wait_stored=False)
     since = restart_broker(st, 12000)
     # Republished at the reconnect, before storage can confirm anything.
-    wait_for(lambda: any("retention.respooled" in st.log_tail(n, 100)
+    wait_for(lambda: any("retention.cut" in st.log_tail(n, 100)
                          for n in ("ingestion-1", "ingestion-2")), 15,
-             "unconfirmed messages over the new limit taken to the spool")
+             "unconfirmed messages over the new limit cut to fit")
     st.start_service("storage")
     wait_for(lambda: len(rows(st, scope)) == 1600, 60, "the 1600 readings stored")
     assert "oversize packet" not in broker_log(st)[since:]
+
+
+def test_a_spooled_reading_larger_than_the_limit_waits_for_a_higher_one(own_stack):
+    """A reading with 1 KB of tags, spooled while the broker was away, and a
+    broker back with a limit of 700 bytes: it cannot be sent at all, not
+    even alone. The rest of the spool is sent, the big one stays in the
+    spool (said once, not tried again and again), and goes as soon as the
+    broker takes it."""
+    st = own_stack
+    since = st.mosquitto_log_size()
+    assert st.stop_service("mosquitto") == 0
+    st.restart_service("ingestion-1")   # knows no limit while the broker is away
+    direct = Api("127.0.0.1", st.ports.ingestion[0])
+    t0 = int(time.time() * 1e6) - 100_000_000
+    big, small = readings(str(uuid.uuid4()), 1, t0), readings(str(uuid.uuid4()), 1, t0)
+    big[0]["tags"] = {f"k{i}": "x" * 250 for i in range(4)}
+    assert direct.post("/v1/readings", big).status == 202
+    assert direct.post("/v1/readings", small).status == 202
+    st.mosquitto_extra = "max_packet_size 700\n"
+    st.start_service("mosquitto")
+    st.wait_storage_subscribed(since, timeout=60)
+    wait_for(lambda: rows(st, f"sensor_id = '{small[0]['sensor_id']}'"), 30,
+             "the small reading stored")
+    wait_for(lambda: "spool.unsendable" in st.log_tail("ingestion-1", 100), 10,
+             "the big reading said to be unsendable")
+    time.sleep(2)   # a retry loop would log it hundreds of times meanwhile
+    assert st.log_tail("ingestion-1", 400).count("spool.unsendable") == 1
+    assert rows(st, f"sensor_id = '{big[0]['sensor_id']}'") == []
+    restart_broker(st, 20000)
+    wait_for(lambda: rows(st, f"sensor_id = '{big[0]['sensor_id']}'"), 30,
+             "the big reading stored once the broker takes it")
