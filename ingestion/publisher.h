@@ -46,8 +46,9 @@ struct publisher_config {
     int republish_after_s;       /* first republish of an unconfirmed message */
     size_t retention_max_bytes;  /* beyond, the oldest are let go */
     /* Pacing by storage: while this many messages are in flight or
-     * unconfirmed and younger than confirm_wait_ms, readings gather into the
-     * next message instead of making more, and full messages wait (0: off). */
+     * unconfirmed and younger than confirm_wait_ms (or twice storage's recent
+     * time to confirm, if longer, up to 1 s), readings gather into the next
+     * message instead of making more, and full messages wait (0: off). */
     size_t max_unconfirmed;
     int confirm_wait_ms;
     /* A message not yet full waits until it is this old, gathering the
@@ -91,7 +92,10 @@ int publisher_accepting(const struct publisher *p);
  * can: alone in a message they would be larger than the broker's Maximum
  * Packet Size (its CONNACK), for which it drops the connection. A static
  * reason in *why either way. No message is made larger than that limit
- * nor, beyond one request's readings, than max_message_bytes. */
+ * nor, beyond one request's readings, than max_message_bytes. (A PUBLISH
+ * paho had queued but not yet written when the connection went is written
+ * after the reconnect as it is: over a lowered limit, the broker drops the
+ * connection once more, and the message is spooled and cut.) */
 #define PUBLISHER_TOO_LARGE (-2)
 int publisher_submit(struct publisher *p, const struct reading_batch *b, const char *rid,
                      publisher_done_fn done, void *ctx, const char **why);
