@@ -25,6 +25,13 @@ struct waiter {
     void *ctx;
 };
 
+/* A confirmation from storage: the digest of a message it committed, and
+ * when it arrived (paho's thread), for confirm_wait_us(). */
+struct confirm {
+    uint64_t digest;
+    int64_t at_us;
+};
+
 struct pub_msg {
     struct reading_msg body;
     struct waiter *w;
@@ -79,6 +86,7 @@ struct publisher {
      * them alone until the limit changes. */
     size_t held_bytes, held_limit;
     int64_t confirm_avg_us;      /* storage's recent time to confirm (moving average) */
+    atomic_llong last_confirm_us;  /* when the last confirmation arrived */
     int fwd_failed, spooling, spool_full_logged;
     size_t inflight;             /* messages sent, not yet done */
     size_t outstanding;          /* readings submitted, not yet done */
@@ -95,7 +103,7 @@ struct publisher {
 
     pthread_mutex_t lock;        /* guards finished and the confirmations */
     struct pub_msg *finished;
-    uint64_t *confirms;          /* digests from storage, not yet applied */
+    struct confirm *confirms;    /* from storage, not yet applied */
     size_t nconfirms, capconfirms;
     /* A message waits for storage, or the drain waits for everything to be
      * confirmed: a confirmation must wake the loop. Else confirmations are
@@ -106,7 +114,7 @@ struct publisher {
     /* Acknowledged, not yet confirmed by storage: oldest first. */
     struct pub_msg *ret_head, *ret_tail;
     size_t retained, retained_bytes;
-    /* The retained messages younger than confirm_wait_ms: storage is
+    /* The retained messages younger than confirm_wait_us(): storage is
      * expected to confirm them soon. young_head is the oldest of them. */
     struct pub_msg *young_head;
     size_t young;
@@ -271,10 +279,12 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
         digest = digest << 4 | (uint64_t)(v & 0xf);
     }
     if (ok) {
+        int64_t now = ts_mono_us();
+        atomic_store(&p->last_confirm_us, now);
         pthread_mutex_lock(&p->lock);
         if (p->nconfirms == p->capconfirms) {
             size_t cap = p->capconfirms ? p->capconfirms * 2 : 64;
-            uint64_t *c = realloc(p->confirms, cap * sizeof *c);
+            struct confirm *c = realloc(p->confirms, cap * sizeof *c);
             if (c) {
                 p->confirms = c;
                 p->capconfirms = cap;
@@ -282,7 +292,7 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
         }
         /* Out of memory drops it: the message is then republished, harmlessly. */
         if (p->nconfirms < p->capconfirms)
-            p->confirms[p->nconfirms++] = digest;
+            p->confirms[p->nconfirms++] = (struct confirm){ digest, now };
         pthread_mutex_unlock(&p->lock);
         if (atomic_load(&p->awaiting_confirm))
             event_active(p->done_ev, EV_READ, 0);
@@ -422,7 +432,6 @@ static int retained_cut(struct publisher *p, struct pub_msg *prev, struct pub_ms
     for (struct pub_msg *x = pieces; x; x = x->next) {
         x->digest = reading_msg_digest(x->body.buf, x->body.len);
         x->first_us = m->first_us;
-        x->copies = 1;         /* its confirmation says nothing of storage's pace */
         x->next_us = 0;
         p->retained++;
         p->retained_bytes += x->body.len;
@@ -497,15 +506,23 @@ static void msg_complete(struct publisher *p, struct pub_msg *m, int ok, const c
 
 /* Drops the retained messages storage has confirmed. Confirmations come
  * about in publication order, so the scan is short. */
-static void apply_confirms(struct publisher *p, const uint64_t *d, size_t n)
+static void apply_confirms(struct publisher *p, const struct confirm *c, size_t n)
 {
-    int64_t now = ts_mono_us();
     for (size_t i = 0; i < n; i++) {
         struct pub_msg *prev = NULL;
         for (struct pub_msg *m = p->ret_head; m; prev = m, m = m->next) {
-            if (m->digest == d[i]) {
-                if (!m->copies)   /* how long storage takes: confirm_wait_us() */
-                    p->confirm_avg_us += (now - m->first_us - p->confirm_avg_us) / 8;
+            if (m->digest == c[i].digest) {
+                if (!m->copies) {
+                    /* How long storage takes (confirm_wait_us()), as it
+                     * arrived; one sample at most half a second, so that a
+                     * backlog after an outage does not hold the next for
+                     * long. */
+                    int64_t took = c[i].at_us - m->first_us;
+                    if (took > 500000)
+                        took = 500000;
+                    if (took > 0)
+                        p->confirm_avg_us += (took - p->confirm_avg_us) / 8;
+                }
                 retained_unlink(p, prev, m);
                 p->st.confirmed++;
                 break;
@@ -647,25 +664,26 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
 }
 
 /* How long a message holds the next one back for storage's confirmation:
- * confirm_wait_ms, or twice what storage took lately (up to a second),
+ * confirm_wait_ms, or twice what storage took lately (at most a second),
  * whichever is longer. A storage that is slow but working (large messages,
- * each commit queued behind the other replicas') keeps pacing us; with a
- * fixed 50 ms, commits of 30 ms let go and ingestion answered 40% more
- * than storage stored, its memory growing with the unconfirmed messages.
- * A stopped storage confirms nothing, and delays answers by at most that. */
-static int64_t confirm_wait_us(const struct publisher *p)
+ * each commit queued behind the other replicas') keeps pacing us: with a
+ * fixed 50 ms, commits of 22-35 ms let go, and ingestion answered 14-31%
+ * more than storage stored, its memory growing with the unconfirmed
+ * messages. A storage that confirmed nothing for a second is taken for
+ * stopped: back to confirm_wait_ms, which is then all it delays a message. */
+static int64_t confirm_wait_us(const struct publisher *p, int64_t now)
 {
-    int64_t wait = 2 * p->confirm_avg_us;
-    if (wait > 1000000)
-        wait = 1000000;
     int64_t base = (int64_t)p->cfg.confirm_wait_ms * 1000;
+    if (now - atomic_load(&p->last_confirm_us) > 1000000)
+        return base;
+    int64_t wait = 2 * p->confirm_avg_us;
     return wait > base ? wait : base;
 }
 
 /* Ages the young messages: storage had its time to confirm them. */
 static void age_young(struct publisher *p, int64_t now)
 {
-    int64_t wait = confirm_wait_us(p);
+    int64_t wait = confirm_wait_us(p, now);
     struct pub_msg *m = p->young_head;
     while (m && (!m->young || now - m->first_us >= wait)) {
         if (m->young) {
@@ -705,12 +723,12 @@ static int hold_for_storage(struct publisher *p)
         pthread_mutex_unlock(&p->lock);
         if (pending)
             event_active(p->done_ev, EV_READ, 0);
-        int64_t left = p->young_head->first_us + confirm_wait_us(p) - now;
+        /* Armed anew each time: the wait moves with storage's pace. */
+        int64_t left = p->young_head->first_us + confirm_wait_us(p, now) - now;
         struct timeval tv = { (time_t)(left / 1000000), (suseconds_t)(left % 1000000) };
         if (left < 0)
             tv.tv_sec = tv.tv_usec = 0;
-        if (!evtimer_pending(p->hold_ev, NULL))
-            evtimer_add(p->hold_ev, &tv);
+        evtimer_add(p->hold_ev, &tv);
     }   /* else all of them are in flight: their PUBACKs pump again */
     return 1;
 }
@@ -1044,7 +1062,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
  * failed) messages' requests, then drops what storage confirmed. */
 static void collect(struct publisher *p)
 {
-    uint64_t stack_buf[64], *confirms = stack_buf;
+    struct confirm stack_buf[64], *confirms = stack_buf;
     size_t nconf;
     pthread_mutex_lock(&p->lock);
     struct pub_msg *list = p->finished;

@@ -47,8 +47,9 @@ struct publisher_config {
     size_t retention_max_bytes;  /* beyond, the oldest are let go */
     /* Pacing by storage: while this many messages are in flight or
      * unconfirmed and younger than confirm_wait_ms (or twice storage's recent
-     * time to confirm, if longer, up to 1 s), readings gather into the next
-     * message instead of making more, and full messages wait (0: off). */
+     * time to confirm, if longer, while it confirms at all), readings gather
+     * into the next message instead of making more, and full messages wait
+     * (0: off). */
     size_t max_unconfirmed;
     int confirm_wait_ms;
     /* A message not yet full waits until it is this old, gathering the
