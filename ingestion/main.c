@@ -87,7 +87,7 @@ static const struct cfg_opt OPTIONS[] = {
       "gather into the next message: larger messages while storage is behind (0 = off)" },
     { "confirm-wait-ms", "INGESTION_CONFIRM_WAIT_MS", CFG_INT, &C.confirm_wait_ms, "50", 1,
       10000, "a message unconfirmed for this long (or twice storage's recent time to confirm, "
-      "if longer, up to 1 s, while storage confirms at all) stops holding the next one back "
+      "if longer, up to 250 ms, while storage confirms at all) stops holding the next one back "
       "(milliseconds)" },
     { "linger-ms", "INGESTION_LINGER_MS", CFG_INT, &C.linger_ms, "1", 0, 1000,
       "a message waits this long for more readings before it is sent: fewer, larger "

@@ -51,6 +51,8 @@ struct pub_msg {
                               * when it went, or sent while it was down) */
     int young;               /* retained and counted in p->young */
     int uncuttable_logged;   /* retained, larger than the broker takes, said so */
+    int timed;               /* sent while storage confirmed: its confirmation
+                              * measures storage's pace (confirm_wait_us()) */
 };
 
 /* A request whose readings were written to the spool, awaiting fdatasync. */
@@ -512,11 +514,11 @@ static void apply_confirms(struct publisher *p, const struct confirm *c, size_t 
         struct pub_msg *prev = NULL;
         for (struct pub_msg *m = p->ret_head; m; prev = m, m = m->next) {
             if (m->digest == c[i].digest) {
-                if (!m->copies) {
+                if (m->timed && !m->copies) {
                     /* How long storage takes (confirm_wait_us()), as it
-                     * arrived; one sample at most half a second, so that a
-                     * backlog after an outage does not hold the next for
-                     * long. */
+                     * arrived. Not for what was sent while storage was
+                     * away (its backlog measures the outage), and one
+                     * sample at most half a second. */
                     int64_t took = c[i].at_us - m->first_us;
                     if (took > 500000)
                         took = 500000;
@@ -644,6 +646,7 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
     }
     m->digest = reading_msg_digest(m->body.buf, m->body.len);
     m->first_us = ts_mono_us();
+    m->timed = m->first_us - atomic_load(&p->last_confirm_us) <= 1000000;
     MQTTAsync_message msg = MQTTAsync_message_initializer;
     msg.payload = m->body.buf;
     msg.payloadlen = (int)m->body.len;
@@ -663,9 +666,15 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
     }
 }
 
+/* The longest the hold follows storage's pace: while storage works through
+ * a backlog (after a restart, its persistent session's queue), its
+ * confirmations come late, and a longer hold would stall every client
+ * meanwhile (a second with 1 s). */
+#define CONFIRM_WAIT_MAX_US 250000
+
 /* How long a message holds the next one back for storage's confirmation:
- * confirm_wait_ms, or twice what storage took lately (at most a second),
- * whichever is longer. A storage that is slow but working (large messages,
+ * confirm_wait_ms, or twice what storage took lately (at most
+ * CONFIRM_WAIT_MAX_US), whichever is longer. A storage that is slow but working (large messages,
  * each commit queued behind the other replicas') keeps pacing us: with a
  * fixed 50 ms, commits of 22-35 ms let go, and ingestion answered 14-31%
  * more than storage stored, its memory growing with the unconfirmed
@@ -677,6 +686,8 @@ static int64_t confirm_wait_us(const struct publisher *p, int64_t now)
     if (now - atomic_load(&p->last_confirm_us) > 1000000)
         return base;
     int64_t wait = 2 * p->confirm_avg_us;
+    if (wait > CONFIRM_WAIT_MAX_US)
+        wait = CONFIRM_WAIT_MAX_US;
     return wait > base ? wait : base;
 }
 
