@@ -684,6 +684,19 @@ size_t reading_msg_size(const struct reading_msg *m)
     return m->len + (m->nrids ? m->rids_len + 12 : 2);
 }
 
+struct reading_msg_mark reading_msg_mark(const struct reading_msg *m)
+{
+    return (struct reading_msg_mark){ m->len, m->count, m->rids_len, m->nrids };
+}
+
+void reading_msg_rollback(struct reading_msg *m, struct reading_msg_mark mark)
+{
+    m->len = mark.len;
+    m->count = mark.count;
+    m->rids_len = mark.rids_len;
+    m->nrids = mark.nrids;
+}
+
 void reading_msg_free(struct reading_msg *m)
 {
     if (!m)

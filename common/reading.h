@@ -146,6 +146,13 @@ int reading_msg_add_rid(struct reading_msg *m, const char *rid);
 int reading_msg_finish(struct reading_msg *m);
 /* The payload's size once finished (before reading_msg_finish()). */
 size_t reading_msg_size(const struct reading_msg *m);
+/* Where an unfinished message stands, to take back what was added since
+ * (readings and request ids) with reading_msg_rollback(). */
+struct reading_msg_mark {
+    size_t len, count, rids_len, nrids;
+};
+struct reading_msg_mark reading_msg_mark(const struct reading_msg *m);
+void reading_msg_rollback(struct reading_msg *m, struct reading_msg_mark mark);
 void reading_msg_free(struct reading_msg *m);
 
 /* A 64-bit digest (FNV-1a) of a message's bytes. storage confirms each

@@ -101,7 +101,6 @@ struct publisher {
      * drops the connection of a client sending a larger packet, so no
      * message may be larger: see payload_limit(). */
     atomic_size_t max_packet;
-    int64_t reconnects;
 
     pthread_mutex_t lock;        /* guards finished and the confirmations */
     struct pub_msg *finished;
@@ -357,7 +356,7 @@ static struct pub_msg *cut_message(struct publisher *p, const char *payload, siz
     while (i < b.n) {
         if (!m && (!(m = calloc(1, sizeof *m)) || reading_msg_init(&m->body, p->instance) < 0))
             goto fail;
-        size_t mark = m->body.len;
+        struct reading_msg_mark mark = reading_msg_mark(&m->body);
         if (reading_msg_add(&m->body, &b.v[i]) < 0)
             goto fail;
         if (reading_msg_size(&m->body) <= limit) {
@@ -365,8 +364,7 @@ static struct pub_msg *cut_message(struct publisher *p, const char *payload, siz
             continue;
         }
         /* Over: m is done as it was, and this reading starts the next one. */
-        m->body.len = mark;
-        m->body.count--;
+        reading_msg_rollback(&m->body, mark);
         if (!m->body.count) {
             *why = "one reading alone is larger than the broker's maximum packet size";
             goto fail;
@@ -674,11 +672,11 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
 
 /* How long a message holds the next one back for storage's confirmation:
  * confirm_wait_ms, or twice what storage took lately (at most
- * CONFIRM_WAIT_MAX_US), whichever is longer. A storage that is slow but working (large messages,
- * each commit queued behind the other replicas') keeps pacing us: with a
- * fixed 50 ms, commits of 22-35 ms let go, and ingestion answered 14-31%
- * more than storage stored, its memory growing with the unconfirmed
- * messages. A storage that confirmed nothing for a second is taken for
+ * CONFIRM_WAIT_MAX_US), whichever is longer. A storage that is slow but
+ * working (large messages, each commit queued behind the other replicas')
+ * keeps pacing us: with a fixed 50 ms, commits of 22-35 ms let go, and
+ * ingestion answered 14-31% more than storage stored, its memory growing
+ * with the unconfirmed messages. A storage that confirmed nothing for a second is taken for
  * stopped: back to confirm_wait_ms, which is then all it delays a message. */
 static int64_t confirm_wait_us(const struct publisher *p, int64_t now)
 {
@@ -1287,12 +1285,10 @@ again:
     }
     /* All readings of a request go into the same message, so one PUBACK
      * answers the request: no partial acceptance. */
-    size_t mark = m->body.len, count = m->body.count;
-    size_t rids_mark = m->body.rids_len, nrids = m->body.nrids;
+    struct reading_msg_mark mark = reading_msg_mark(&m->body);
     for (size_t i = 0; i < b->n; i++) {
         if (reading_msg_add(&m->body, &b->v[i]) < 0) {
-            m->body.len = mark;
-            m->body.count = count;
+            reading_msg_rollback(&m->body, mark);
             goto oom;
         }
     }
@@ -1301,10 +1297,7 @@ again:
     if (reading_msg_size(&m->body) > limit) {
         /* More than the broker takes in one PUBLISH: it would drop the
          * connection for it, again at every try. Take the readings back. */
-        m->body.len = mark;
-        m->body.count = count;
-        m->body.rids_len = rids_mark;
-        m->body.nrids = nrids;
+        reading_msg_rollback(&m->body, mark);
         if (!fresh) {
             /* Other requests' readings fill it: it goes as it is, and this
              * request's readings start the next message. */

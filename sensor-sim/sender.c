@@ -460,11 +460,11 @@ static void on_done(struct evhttp_request *h, void *arg)
         return;
     }
 
-    int64_t lat = ts_mono_us() - r->sent_mono_us;
+    int64_t now = ts_mono_us(), lat = now - r->sent_mono_us;
     stats_latency(s->stats, lat > 0 ? (uint64_t)lat : 0);
 
     if (code >= 200 && code < 300) {
-        int64_t due = ts_mono_us() - r->due_mono_us;
+        int64_t due = now - r->due_mono_us;
         stats_due_latency(s->stats, due > 0 ? (uint64_t)due : 0);
         s->stats->c.accepted += r->n;
         if (s->acclog && r->csv.len)

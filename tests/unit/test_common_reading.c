@@ -1531,6 +1531,13 @@ static void test_msg_request_ids(void **state)
     assert_int_equal(reading_msg_add_rid(&m, "bad id"), -1);
     assert_int_equal(reading_msg_add_rid(&m, "x\"y"), -1);
     assert_int_equal(m.nrids, 3);
+    /* A reading and an id added after a mark are taken back whole. */
+    struct reading_msg_mark mark = reading_msg_mark(&m);
+    assert_int_equal(reading_msg_add(&m, &r), 0);
+    assert_int_equal(reading_msg_add_rid(&m, "req-9"), 0);
+    reading_msg_rollback(&m, mark);
+    assert_int_equal(m.count, 1);
+    assert_int_equal(m.nrids, 3);
     size_t predicted = reading_msg_size(&m);
     assert_int_equal(reading_msg_finish(&m), 0);
     assert_int_equal(m.len, predicted);

@@ -161,13 +161,19 @@ static void env_run(struct env *e)
     event_free(t);
 }
 
-static void submit(struct env *e, const char *body, const char *csv)
+/* A request of one reading, not yet submitted. */
+static struct sender_req *one_reading(struct env *e, const char *body, const char *csv)
 {
     struct sender_req *r = sender_req_new(e->snd);
     sbuf_adds(&r->body, body);
     sbuf_adds(&r->csv, csv);
     r->n = 1;
-    sender_submit(e->snd, r);
+    return r;
+}
+
+static void submit(struct env *e, const char *body, const char *csv)
+{
+    sender_submit(e->snd, one_reading(e, body, csv));
 }
 
 static char *acc_contents(struct env *e)
@@ -369,9 +375,7 @@ static void test_due_latency_spans_every_wait(void **state)
     env_start(&e, 8, 5);
     e.fake.script[0] = A503;
     e.fake.nscript = 1;
-    struct sender_req *r = sender_req_new(e.snd);
-    sbuf_adds(&r->body, BODY);
-    r->n = 1;
+    struct sender_req *r = one_reading(&e, BODY, CSV);
     r->due_mono_us = ts_mono_us() - 200000;
     sender_submit(e.snd, r);
     env_run(&e);
