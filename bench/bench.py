@@ -33,7 +33,7 @@ bench/results/<time>.png (gnuplot: throughput and latency over time of the
 single and batch runs) when gnuplot is installed.
 
     bench.py [--bin build/bin] [--seconds 10] [--only single,batch]
-             [--replicas 1,3] [--env INGESTION_MAX_UNCONFIRMED=2 ...]
+             [--replicas 1,3] [--env INGESTION_MAX_UNCONFIRMED=2 ...] [--keep]
 """
 
 import argparse
@@ -607,6 +607,8 @@ def main(argv=None):
     ap.add_argument("--only", default="", help="comma-separated scenarios")
     ap.add_argument("--replicas", default="1,3",
                     help="scaling: also run single with these ingestion replica counts")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the stacks' folders (logs, databases) and say where")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="a setting for every service (repeatable), e.g. "
                          "INGESTION_MAX_UNCONFIRMED=2")
@@ -674,7 +676,10 @@ def main(argv=None):
                 say(f"scaling: single with {n} ingestion replica(s), a stack of its own")
                 results.append(scenario_scaling(args, tmp, n))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            say(f"kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     by = {r["scenario"]: r for r in results}
     ratios = ratios_of(by, paired)
