@@ -109,7 +109,9 @@ def test_broker_outage_shows_in_state_and_reconnects(own_stack):
     st = own_stack
     lost_i = ingestion_sum(st, "sf_mqtt_connection_lost_total")
     lost_s = val(storage(st), "sf_mqtt_connection_lost_total")
-    assert ingestion_sum(st, "sf_mqtt_connected") == 2
+    # Ready includes spooling: a replica may still be connecting.
+    wait_for(lambda: ingestion_sum(st, "sf_mqtt_connected") == 2, 30,
+             what="both replicas connected to the broker")
     st.stop_service("mosquitto")
     try:
         wait_for(lambda: ingestion_sum(st, "sf_mqtt_connected") == 0,
