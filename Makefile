@@ -46,19 +46,20 @@ endif
 # allocator, so sanitized builds keep glibc's too. sensor-sim, the load
 # generator, stays on glibc: it is half of what the benchmark's ceiling
 # measures.
+# common/malloc_conf.c holds jemalloc's settings.
 MALLOC ?= jemalloc
-ifeq ($(MALLOC)$(SANITIZE),jemalloc)
-SVC_MALLOC = -ljemalloc
-else ifneq ($(MALLOC),jemalloc)
-ifneq ($(MALLOC),libc)
+ifeq ($(filter $(MALLOC),jemalloc libc),)
 $(error MALLOC=$(MALLOC): expected jemalloc or libc)
 endif
+ifeq ($(MALLOC)$(SANITIZE),jemalloc)
+SVC_MALLOC_OBJ = $(OBJ)/common/malloc_conf.o
+SVC_MALLOC_LIB = -ljemalloc
 endif
 
 BIN = $(OUT)/bin
 OBJ = $(OUT)/obj
 
-COMMON_SRC    = $(wildcard common/*.c)
+COMMON_SRC    = $(filter-out common/malloc_conf.c,$(wildcard common/*.c))
 INGESTION_SRC = $(wildcard ingestion/*.c)
 STORAGE_SRC   = $(wildcard storage/*.c)
 SIM_SRC       = $(wildcard sensor-sim/*.c)
@@ -89,9 +90,9 @@ $(OUT)/libcommon.a: $(COMMON_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN)/ingestion: $(call objs,$(INGESTION_SRC)) $(OUT)/libcommon.a
+$(BIN)/ingestion: $(call objs,$(INGESTION_SRC)) $(OUT)/libcommon.a $(SVC_MALLOC_OBJ)
 	@mkdir -p $(BIN)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL) $(SVC_MALLOC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL) $(SVC_MALLOC_LIB)
 # The SQL migrations are compiled into storage, so the binary is all it needs.
 GEN_MIGRATIONS = $(OUT)/gen/migrations.c
 $(GEN_MIGRATIONS): $(sort $(wildcard storage/migrations/*.sql)) scripts/embed-migrations.sh
@@ -99,9 +100,9 @@ $(GEN_MIGRATIONS): $(sort $(wildcard storage/migrations/*.sql)) scripts/embed-mi
 	scripts/embed-migrations.sh storage/migrations > $@.tmp && mv $@.tmp $@
 MIGRATIONS_OBJ = $(OBJ)/$(GEN_MIGRATIONS:.c=.o)
 
-$(BIN)/storage: $(call objs,$(STORAGE_SRC)) $(MIGRATIONS_OBJ) $(OUT)/libcommon.a
+$(BIN)/storage: $(call objs,$(STORAGE_SRC)) $(MIGRATIONS_OBJ) $(OUT)/libcommon.a $(SVC_MALLOC_OBJ)
 	@mkdir -p $(BIN)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL) $(SVC_MALLOC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL) $(SVC_MALLOC_LIB)
 $(BIN)/sensor-sim: $(call objs,$(SIM_SRC)) $(OUT)/libcommon.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)

@@ -300,12 +300,6 @@ static struct evconnlistener *bind_listener(struct event_base *base, char *err, 
     return l;
 }
 
-/* jemalloc's settings (read at its start; MALLOC_CONF in the environment
- * overrides them; unused with MALLOC=libc): freed memory goes back to the
- * kernel at once, as glibc does for large blocks, so RSS shows what is in
- * use, not a 1 MiB body freed seconds ago (Makefile, MALLOC). */
-const char *malloc_conf = "dirty_decay_ms:0,muzzy_decay_ms:0";
-
 int main(int argc, char **argv)
 {
     struct app a;

@@ -117,12 +117,6 @@ static int start_database(struct db *db, char *why)
     }
 }
 
-/* jemalloc's settings (read at its start; MALLOC_CONF in the environment
- * overrides them; unused with MALLOC=libc): freed memory goes back to the
- * kernel at once, as glibc does for large blocks, so RSS shows what is in
- * use, not a 1 MiB body freed seconds ago (Makefile, MALLOC). */
-const char *malloc_conf = "dirty_decay_ms:0,muzzy_decay_ms:0";
-
 int main(int argc, char **argv)
 {
     struct storage_config cfg;
