@@ -67,6 +67,7 @@ enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_UP };
 struct publisher {
     struct publisher_config cfg;
     char *client_id, *topic, *instance, *stored_topic, *online_topic;
+    char *wake_topic;            /* unsubscribed from to wake paho (wake_cb) */
     char *username, *password;   /* NULL: anonymous */
     MQTTAsync client;
     struct event_base *base;
@@ -75,6 +76,8 @@ struct publisher {
     struct event *done_ev;       /* activated from paho's thread */
     struct event *tick_ev;       /* connects (again), forwards, republishes */
     struct event *hold_ev;       /* the open message waits for storage */
+    struct event *wake_ev;       /* paho's send thread may have missed a
+                                  * wake-up: see wake_cb */
 
     struct pub_msg *open;        /* being filled */
     struct pub_msg *full_head, *full_tail;  /* filled, waiting for storage */
@@ -123,6 +126,9 @@ struct publisher {
     int destroying;              /* failures are final: nothing is spooled */
     atomic_int resend_all;       /* set on reconnection */
     atomic_int re_inflight;      /* republications awaiting PUBACK */
+    atomic_ullong completions;   /* PUBACKs and failures so far (paho's thread) */
+    unsigned long long wake_seen;  /* completions when wake_ev was armed */
+    atomic_int wake_pending;     /* our UNSUBSCRIBE awaits its UNSUBACK */
     int due_left;                /* republish_due() ran out of slots */
     int ever_connected;          /* paho thread only */
     struct publisher_stats st;
@@ -148,6 +154,7 @@ static void hand_back(struct pub_msg *m, int ok, const char *why)
     m->next = p->finished;
     p->finished = m;
     pthread_mutex_unlock(&p->lock);
+    atomic_fetch_add(&p->completions, 1);
     event_active(p->done_ev, EV_READ, 0);
 }
 
@@ -310,6 +317,7 @@ static void on_republish_done(void *ctx, MQTTAsync_successData5 *resp)
     struct publisher *p = ctx;
     (void)resp;
     atomic_fetch_sub(&p->re_inflight, 1);
+    atomic_fetch_add(&p->completions, 1);
     event_active(p->done_ev, EV_READ, 0);
 }
 
@@ -318,6 +326,7 @@ static void on_republish_fail(void *ctx, MQTTAsync_failureData5 *resp)
     struct publisher *p = ctx;
     (void)resp;
     atomic_fetch_sub(&p->re_inflight, 1);
+    atomic_fetch_add(&p->completions, 1);
     event_active(p->done_ev, EV_READ, 0);
 }
 
@@ -531,6 +540,67 @@ static void apply_confirms(struct publisher *p, const struct confirm *c, size_t 
     }
 }
 
+/* paho 1.3.12's send thread goes to sleep (for up to a second) when its
+ * queue looks empty, and a command queued between its look and its sleep
+ * does not wake it: the condition variable is signalled with no predicate
+ * (MQTTAsync_sendThread and MQTTAsync_addCommand, MQTTAsyncUtils.c; the
+ * same in 1.3.13). The message then waits in paho for that second, and with
+ * it every request of this replica, since storage's pacing holds the next
+ * message until this one is acknowledged. Any command queued later wakes
+ * the thread, which sends its queue in order. So when messages are in
+ * flight and none was acknowledged for WAKE_AFTER_US, we queue an
+ * UNSUBSCRIBE from a topic we never subscribed to: the broker answers it
+ * (UNSUBACK: no subscription existed) and nothing else happens. One at a
+ * time, so that a broker that stopped answering gets one, not one every
+ * WAKE_AFTER_US (README: Performance, the one-second stall). */
+#define WAKE_AFTER_US 20000
+
+static void wake_arm(struct publisher *p)
+{
+    if (evtimer_pending(p->wake_ev, NULL))
+        return;
+    p->wake_seen = atomic_load(&p->completions);
+    struct timeval tv = { 0, WAKE_AFTER_US };
+    evtimer_add(p->wake_ev, &tv);
+}
+
+static void on_wake_ok(void *ctx, MQTTAsync_successData5 *resp)
+{
+    (void)resp;
+    atomic_store(&((struct publisher *)ctx)->wake_pending, 0);
+}
+
+static void on_wake_fail(void *ctx, MQTTAsync_failureData5 *resp)
+{
+    (void)resp;
+    atomic_store(&((struct publisher *)ctx)->wake_pending, 0);
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct publisher *p = arg;
+    (void)fd;
+    (void)what;
+    if (!p->inflight && !atomic_load(&p->re_inflight))
+        return;   /* everything was answered: armed again by the next send */
+    if (atomic_load(&p->completions) == p->wake_seen && publisher_connected(p) &&
+        !atomic_exchange(&p->wake_pending, 1)) {
+        MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+        ro.onSuccess5 = on_wake_ok;
+        ro.onFailure5 = on_wake_fail;
+        ro.context = p;
+        if (MQTTAsync_unsubscribe(p->client, p->wake_topic, &ro) == MQTTASYNC_SUCCESS) {
+            p->st.wakeups++;
+            imetrics_mqtt_wakeup();
+            log_debug("mqtt.wakeup", "inflight=%zu msg=\"no PUBACK for %d ms: woke paho's "
+                      "send thread\"", p->inflight, WAKE_AFTER_US / 1000);
+        } else {
+            atomic_store(&p->wake_pending, 0);
+        }
+    }
+    wake_arm(p);
+}
+
 /* Publishes again what is due; lets go of what is past the retention. */
 static void republish_due(struct publisher *p)
 {
@@ -576,6 +646,7 @@ static void republish_due(struct publisher *p)
             ro.context = p;
             atomic_fetch_add(&p->re_inflight, 1);
             if (MQTTAsync_sendMessage(p->client, p->topic, &msg, &ro) == MQTTASYNC_SUCCESS) {
+                wake_arm(p);
                 m->copies++;
                 sent++;
                 /* Doubling: a storage that is merely slow is not flooded. */
@@ -661,6 +732,8 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
         log_debug("mqtt.publish_refused", "rc=%d readings=%zu", rc, m->readings);
         m->lost = rc == MQTTASYNC_DISCONNECTED;
         msg_complete(p, m, 0, "broker unavailable");
+    } else {
+        wake_arm(p);
     }
 }
 
@@ -1168,14 +1241,19 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
     if (p->online_topic)
         snprintf(p->online_topic, plen + sizeof "/@online", "%.*s/@online", (int)plen,
                  cfg->stored_topic);
+    /* <prefix>/<instance>/@wake: a filter we never subscribe to (wake_cb). */
+    size_t wlen = strlen(cfg->stored_topic) + sizeof "/@wake";
+    if ((p->wake_topic = malloc(wlen)))
+        snprintf(p->wake_topic, wlen, "%s/@wake", cfg->stored_topic);
     p->flush_ev = evtimer_new(base, flush_cb, p);
     p->hold_ev = evtimer_new(base, flush_cb, p);
+    p->wake_ev = evtimer_new(base, wake_cb, p);
     p->sync_ev = evtimer_new(base, sync_cb, p);
     p->done_ev = event_new(base, -1, 0, done_cb, p);
     p->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, p);
     if (!p->client_id || !p->topic || !p->instance || !p->stored_topic || !p->online_topic ||
         !p->flush_ev || !p->sync_ev ||
-        !p->done_ev || !p->tick_ev || !p->hold_ev) {
+        !p->done_ev || !p->tick_ev || !p->hold_ev || !p->wake_ev || !p->wake_topic) {
         snprintf(err, errlen, "out of memory");
         goto err;
     }
@@ -1380,6 +1458,7 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
     free(p->confirms);
     free(p->stored_topic);
     free(p->online_topic);
+    free(p->wake_topic);
     if (p->flush_ev)
         event_free(p->flush_ev);
     if (p->sync_ev)
@@ -1390,6 +1469,8 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
         event_free(p->tick_ev);
     if (p->hold_ev)
         event_free(p->hold_ev);
+    if (p->wake_ev)
+        event_free(p->wake_ev);
     pthread_mutex_destroy(&p->lock);
     free(p->client_id);
     free(p->username);

@@ -64,6 +64,7 @@ struct publisher_stats {
                                        * (storage's confirmations count at the
                                        * next PUBACK, at the latest within 1 s) */
     uint64_t confirmed, republished, expired, overflowed;
+    uint64_t wakeups;                 /* paho's send thread woken by hand */
     uint64_t spooled;                 /* readings taken into the spool */
     size_t spool_bytes;
 };
