@@ -34,6 +34,7 @@ single and batch runs) when gnuplot is installed.
 
     bench.py [--bin build/bin] [--seconds 10] [--only single,batch]
              [--replicas 1,3] [--env INGESTION_MAX_UNCONFIRMED=2 ...] [--keep]
+             [--only half --half-rate 5000]
 """
 
 import argparse
@@ -605,6 +606,9 @@ def main(argv=None):
     ap.add_argument("--batch-connections", type=int, default=16,
                     help="sensor-sim connections for the batch run (100 readings a POST)")
     ap.add_argument("--only", default="", help="comma-separated scenarios")
+    ap.add_argument("--half-rate", type=float, default=0, metavar="READINGS_PER_S",
+                    help="the half scenario's open-loop rate (default: half of single's), "
+                         "so that settings can be compared at one rate: --only half")
     ap.add_argument("--replicas", default="1,3",
                     help="scaling: also run single with these ingestion replica counts")
     ap.add_argument("--keep", action="store_true",
@@ -624,6 +628,8 @@ def main(argv=None):
         ap.error(f"--replicas {args.replicas!r}: expected numbers, e.g. 1,3")
     if any(n < 1 or n > 16 for n in replica_counts):
         ap.error(f"--replicas {args.replicas!r}: each between 1 and 16")
+    if args.half_rate < 0:
+        ap.error(f"--half-rate {args.half_rate:g}: expected readings per second, > 0")
     args.bin = Path(args.bin).resolve()
     only = set(filter(None, args.only.split(",")))
     want = lambda n: not only or n in only  # noqa: E731
@@ -655,8 +661,8 @@ def main(argv=None):
                     results.append(by["single"])
                 # half before batch: it measures the latency at that rate in
                 # steady state, not the aftermath of batch's 400k-row burst.
-                if want("half") and "single" in by:
-                    rate = max(1.0, by["single"]["readings_per_s"] / 2)
+                if want("half") and ("single" in by or args.half_rate):
+                    rate = args.half_rate or max(1.0, by["single"]["readings_per_s"] / 2)
                     say(f"half: one reading per POST at {rate:.0f}/s, open loop")
                     results.append(scenario_pipeline(args, st, "half", 1, rate=rate))
                 if want("paired") and "single" in by:
