@@ -542,7 +542,7 @@ static void apply_confirms(struct publisher *p, const struct confirm *c, size_t 
 
 /* paho 1.3.12's send thread goes to sleep (for up to a second) when its
  * queue looks empty, and a command queued between its look and its sleep
- * does not wake it: the condition variable is signalled with no predicate
+ * does not wake it: the condition variable is waited on with no predicate
  * (MQTTAsync_sendThread and MQTTAsync_addCommand, MQTTAsyncUtils.c; the
  * same in 1.3.13). The message then waits in paho for that second, and with
  * it every request of this replica, since storage's pacing holds the next
