@@ -629,7 +629,8 @@ def main(argv=None):
     if any(n < 1 or n > 16 for n in replica_counts):
         ap.error(f"--replicas {args.replicas!r}: each between 1 and 16")
     if args.half_rate < 0:
-        ap.error(f"--half-rate {args.half_rate:g}: expected readings per second, > 0")
+        ap.error(f"--half-rate {args.half_rate:g}: expected readings per second "
+                 "(0: half of single's)")
     args.bin = Path(args.bin).resolve()
     only = set(filter(None, args.only.split(",")))
     want = lambda n: not only or n in only  # noqa: E731
