@@ -8,7 +8,8 @@ Scenarios (each BENCH_SECONDS long after a warm-up):
              generator alone can offer
   ceiling    sensor-sim -> HAProxy -> 2 do-nothing servers answering 202
   single     sensor-sim (1 reading per POST) -> HAProxy -> 2 ingestion ->
-             mosquitto -> storage -> PostgreSQL, as fast as it goes
+             mosquitto -> 2 storage (--storage) -> PostgreSQL, as fast as it
+             goes
   batch      the same, 100 readings per POST
   half       single at half of single's rate, open loop (--rate): latency;
              run before batch, so that batch's burst is not in its figures
@@ -33,7 +34,8 @@ bench/results/<time>.png (gnuplot: throughput and latency over time of the
 single and batch runs) when gnuplot is installed.
 
     bench.py [--bin build/bin] [--seconds 10] [--only single,batch]
-             [--replicas 1,3] [--env INGESTION_MAX_UNCONFIRMED=2 ...] [--keep]
+             [--replicas 1,3] [--storage 2] [--env INGESTION_MAX_UNCONFIRMED=2 ...]
+             [--keep]
              [--only half --half-rate 5000]
 """
 
@@ -304,8 +306,8 @@ def scenario_paired(args, tmp, pipe, rounds=3, seconds=5.0):
 
 
 def pipeline_pids(st):
-    names = ["haproxy", "storage", "mosquitto", "postgres"] + \
-            [n for n in st.names if n.startswith("ingestion-")]
+    names = ["haproxy", "mosquitto", "postgres"] + \
+            [n for n in st.names if n.startswith(("ingestion-", "storage"))]
     return {n: st.services[n].pid for n in names}
 
 
@@ -335,19 +337,20 @@ def db_figures(st, tag):
 
 
 def storage_counters(st):
-    """storage's committed messages and the seconds spent committing them,
-    from its /metrics."""
+    """The committed messages and the seconds spent committing them, summed
+    over the storage replicas' /metrics."""
     out = {"messages": 0.0, "commit_s": 0.0}
-    try:
-        with urllib.request.urlopen(st.storage_url + "/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        if line.startswith("sf_batch_rows_count"):
-            out["messages"] = float(line.split()[-1])
-        elif line.startswith("sf_commit_latency_seconds_sum"):
-            out["commit_s"] = float(line.split()[-1])
+    for url in st.storage_urls:
+        try:
+            with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("sf_batch_rows_count"):
+                out["messages"] += float(line.split()[-1])
+            elif line.startswith("sf_commit_latency_seconds_sum"):
+                out["commit_s"] += float(line.split()[-1])
     return out
 
 
@@ -383,7 +386,8 @@ def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
 def scenario_scaling(args, tmp, replicas):
     """single again, on a stack of its own with `replicas` ingestion
     replicas: how throughput follows the replica count."""
-    st = stackmod.Stack(tmp / f"scaling-{replicas}", stackmod.Ports.free(replicas),
+    st = stackmod.Stack(tmp / f"scaling-{replicas}",
+                        stackmod.Ports.free(replicas, storages=args.storage),
                         bin_dir=args.bin, env=bench_env())
     st.start()
     try:
@@ -526,7 +530,7 @@ def ratios_of(by, paired=None):
         if name in by:
             svc = by[name]["services"]
             ing = max(x["peak_rss_kib"] for k, x in svc.items() if k.startswith("ingestion")) / 1024
-            sto = svc["storage"]["peak_rss_kib"] / 1024
+            sto = max(x["peak_rss_kib"] for k, x in svc.items() if k.startswith("storage")) / 1024
             sim = by[name]["sim"]["peak_rss_kib"] / 1024
             ok = ing <= 16 and sto <= 32 and sim <= 32
             out[f"{name}: peak RSS MiB ingestion/storage/sim"] = (
@@ -611,6 +615,12 @@ def main(argv=None):
                          "so that settings can be compared at one rate: --only half")
     ap.add_argument("--replicas", default="1,3",
                     help="scaling: also run single with these ingestion replica counts")
+    # 2: one storage commits one message at a time (paho runs a process's
+    # callbacks on one thread, and the PUBACK follows the commit), so two
+    # processes in the shared subscription overlap their commits: batch
+    # passes 45-70% more, and single a few percent (README: Performance).
+    ap.add_argument("--storage", type=int, default=2,
+                    help="storage processes in the pipeline (shared subscription)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the stacks' folders (logs, databases) and say where")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -628,6 +638,8 @@ def main(argv=None):
         ap.error(f"--replicas {args.replicas!r}: expected numbers, e.g. 1,3")
     if any(n < 1 or n > 16 for n in replica_counts):
         ap.error(f"--replicas {args.replicas!r}: each between 1 and 16")
+    if not 1 <= args.storage <= 16:
+        ap.error(f"--storage {args.storage}: between 1 and 16")
     if args.half_rate < 0:
         ap.error(f"--half-rate {args.half_rate:g}: expected readings per second "
                  "(0: half of single's)")
@@ -650,9 +662,10 @@ def main(argv=None):
             say("ceiling: sensor-sim -> HAProxy -> 2 do-nothing servers")
             results.append(scenario_ceiling(args, tmp))
         if any(want(n) for n in ("single", "batch", "half", "db")):
-            say("starting the pipeline (PostgreSQL, mosquitto, storage, 2 ingestion, HAProxy)")
-            st = stackmod.Stack(tmp / "pipeline", stackmod.Ports.free(2), bin_dir=args.bin,
-                                env=bench_env())
+            say(f"starting the pipeline (PostgreSQL, mosquitto, {args.storage} storage, "
+                "2 ingestion, HAProxy)")
+            st = stackmod.Stack(tmp / "pipeline", stackmod.Ports.free(2, storages=args.storage),
+                                bin_dir=args.bin, env=bench_env())
             st.start()
             try:
                 by = {}
@@ -692,6 +705,7 @@ def main(argv=None):
     ratios = ratios_of(by, paired)
     doc = {"time": stamp, "machine": machine(), "seconds": args.seconds,
            "connections": args.connections, "batch_connections": args.batch_connections,
+           "storage_processes": args.storage,
            "paired": paired,
            "targets": TARGETS, "results": results,
            "ratios": {k: {"value": v, "target": t, "ok": ok} for k, (v, t, ok) in ratios.items()},

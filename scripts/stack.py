@@ -60,7 +60,7 @@ DB_USER = "sensorflow"           # the superuser: the launcher, tests, `make psq
 DB_OWNER = "sensorflow_owner"    # owns the tables; storage migrates with it
 DB_STORAGE = "sensorflow_storage"  # storage's own role: INSERT into its tables, nothing more
 MQTT_USERS = ("ingestion", "storage")
-STORAGE_CLIENT_ID = "storage-1"
+STORAGE_CLIENT_ID = "storage-1"   # storage replica k is "storage-k"
 
 # Passwords (README: Security): from the environment (.env) when set, else
 # random. `make run` keeps the ones it made in .run/secrets.env.
@@ -72,6 +72,7 @@ DEFAULTS = {
     "HTTP_PORT": "8080",
     "INGESTION_REPLICAS": "2",
     "INGESTION_BASE_PORT": "8081",
+    "STORAGE_REPLICAS": "1",
     "MQTT_PORT": "1883",
     "PG_PORT": "5432",
     "STORAGE_HTTP_PORT": "8090",
@@ -263,29 +264,36 @@ resolvers docker
 class Ports:
     """The TCP ports of one stack, all on 127.0.0.1."""
 
-    def __init__(self, http, mqtt, pg, ingestion, storage_http=None, stats=None):
+    def __init__(self, http, mqtt, pg, ingestion, storage_http=None, stats=None,
+                 storage_more=()):
         self.http, self.mqtt, self.pg = int(http), int(mqtt), int(pg)
         self.ingestion = [int(p) for p in ingestion]
         # storage's own HTTP listener (/metrics, /healthz, /readyz) and
         # HAProxy's stats page and Prometheus exporter; None: not given.
         self.storage_http = None if storage_http is None else int(storage_http)
         self.stats = None if stats is None else int(stats)
+        # The HTTP listeners of storage replicas 2..N (one storage: empty).
+        self.storage_more = [int(p) for p in storage_more]
 
     @classmethod
     def from_env(cls, env):
         """Ports for `make run`, from HTTP_PORT, INGESTION_REPLICAS,
-        INGESTION_BASE_PORT, MQTT_PORT, PG_PORT (replica i gets base+i-1)."""
+        INGESTION_BASE_PORT, MQTT_PORT, PG_PORT (replica i gets base+i-1),
+        STORAGE_REPLICAS and STORAGE_HTTP_PORT (storage k gets port+k-1)."""
         n = _int_setting(env, "INGESTION_REPLICAS", 1, 64)
         base = _int_setting(env, "INGESTION_BASE_PORT", 1, 65535 - n + 1)
+        ns = _int_setting(env, "STORAGE_REPLICAS", 1, 16)
+        sbase = _int_setting(env, "STORAGE_HTTP_PORT", 1, 65535 - ns + 1)
         return cls(_int_setting(env, "HTTP_PORT", 1, 65535),
                    _int_setting(env, "MQTT_PORT", 1, 65535),
                    _int_setting(env, "PG_PORT", 1, 65535),
                    [base + i for i in range(n)],
-                   _int_setting(env, "STORAGE_HTTP_PORT", 1, 65535),
-                   _int_setting(env, "HAPROXY_STATS_PORT", 1, 65535))
+                   sbase,
+                   _int_setting(env, "HAPROXY_STATS_PORT", 1, 65535),
+                   [sbase + k for k in range(1, ns)])
 
     @classmethod
-    def free(cls, replicas=2):
+    def free(cls, replicas=2, storages=1):
         """Distinct ports that are free right now, for tests that run beside
         `make run`. Taken below the kernel's ephemeral range: a port from
         bind(0) lies inside it, and any outgoing connection made before our
@@ -298,8 +306,9 @@ class Ports:
         lo, hi = (10000, eph_lo - 1) if eph_lo > 12000 else (eph_hi + 1, 65535)
         rnd = random.SystemRandom()
         ports = []
+        want = 5 + replicas + storages - 1
         for _ in range(1000):
-            if len(ports) == 5 + replicas:
+            if len(ports) == want:
                 break
             p = rnd.randint(lo, hi)
             if p in ports:
@@ -311,14 +320,17 @@ class Ports:
                     continue
             ports.append(p)
         else:
-            raise StackError(f"found no {5 + replicas} free ports in {lo}..{hi}")
-        return cls(ports[0], ports[1], ports[2], ports[5:], ports[3], ports[4])
+            raise StackError(f"found no {want} free ports in {lo}..{hi}")
+        return cls(ports[0], ports[1], ports[2], ports[5:5 + replicas], ports[3], ports[4],
+                   ports[5 + replicas:])
 
     def named(self):
         """(variable, port) pairs, for messages."""
         out = [("HTTP_PORT", self.http), ("MQTT_PORT", self.mqtt), ("PG_PORT", self.pg)]
         if self.storage_http is not None:
             out.append(("STORAGE_HTTP_PORT", self.storage_http))
+        for k, p in enumerate(self.storage_more, 2):
+            out.append((f"STORAGE_HTTP_PORT (storage {k} uses it+{k - 1})", p))
         if self.stats is not None:
             out.append(("HAPROXY_STATS_PORT", self.stats))
         for i, p in enumerate(self.ingestion, 1):
@@ -349,7 +361,7 @@ class Ports:
     def as_dict(self):
         return {"http": self.http, "mqtt": self.mqtt, "pg": self.pg,
                 "ingestion": list(self.ingestion), "storage_http": self.storage_http,
-                "stats": self.stats}
+                "storage_more": list(self.storage_more), "stats": self.stats}
 
 
 # --- small helpers ---------------------------------------------------------
@@ -550,8 +562,9 @@ class Stack:
         st.kill_service("storage"); st.start_service("storage")
         st.stop()                        # also on errors; or `with Stack(...)`
 
-    Services, in start order: postgres, mosquitto, storage, ingestion-1..N,
-    haproxy, sensor-sim (only when sim=True)."""
+    Services, in start order: postgres, mosquitto, storage (and storage-2..M
+    with Ports.free(N, storages=M)), ingestion-1..N, haproxy, sensor-sim (only
+    when sim=True)."""
 
     def __init__(self, state_dir, ports, replicas=None, bin_dir=REPO / "build" / "bin",
                  env=None, sim=False, mosquitto_extra=""):
@@ -602,6 +615,11 @@ class Stack:
     def storage_url(self):
         """storage's HTTP listener: /metrics, /healthz, /readyz."""
         return f"http://127.0.0.1:{self.ports.storage_http}"
+
+    @property
+    def storage_urls(self):
+        """The HTTP listeners of every storage replica, storage's first."""
+        return [f"http://127.0.0.1:{p}" for p in [self.ports.storage_http] + self.ports.storage_more]
 
     @property
     def stats_url(self):
@@ -670,16 +688,21 @@ class Stack:
                     user=self.pg_user, stop_signal=signal.SIGINT, death_signal="INT"),
             Service("mosquitto", [MOSQUITTO, "-c", self.mq_dir / "mosquitto.conf"],
                     self.log_path("mosquitto"), env=self._env(), cwd=self.mq_dir),
-            Service("storage", [self.bin_dir / "storage"], self.log_path("storage"),
-                    env=self._env(DATABASE_URL=self.database_url, DATABASE_OWNER_URL=self.owner_url,
-                                  PGPASSFILE=sd / "secrets" / "pgpass",
-                                  MQTT_USERNAME="storage",
-                                  MQTT_PASSWORD_FILE=sd / "secrets" / "mqtt-storage",
-                                  MQTT_URL=self.mqtt_url, STORAGE_CLIENT_ID=STORAGE_CLIENT_ID,
-                                  STORAGE_HTTP_LISTEN="127.0.0.1",
-                                  STORAGE_HTTP_PORT=p.storage_http or 0),
-                    cwd=sd),
         ]
+        # Storage replica k (service "storage" for k = 1, else "storage-k")
+        # has the client id storage-k: replicas split the messages through
+        # the shared subscription, and each commits on its own connection.
+        for k, port in enumerate([p.storage_http or 0] + p.storage_more, 1):
+            name = "storage" if k == 1 else f"storage-{k}"
+            svc.append(Service(
+                name, [self.bin_dir / "storage"], self.log_path(name),
+                env=self._env(DATABASE_URL=self.database_url, DATABASE_OWNER_URL=self.owner_url,
+                              PGPASSFILE=sd / "secrets" / "pgpass",
+                              MQTT_USERNAME="storage",
+                              MQTT_PASSWORD_FILE=sd / "secrets" / "mqtt-storage",
+                              MQTT_URL=self.mqtt_url, STORAGE_CLIENT_ID=f"storage-{k}",
+                              STORAGE_HTTP_LISTEN="127.0.0.1", STORAGE_HTTP_PORT=port),
+                cwd=sd))
         for i, port in enumerate(p.ingestion, 1):
             svc.append(Service(
                 f"ingestion-{i}", [self.bin_dir / "ingestion"], self.log_path(f"ingestion-{i}"),
@@ -962,22 +985,23 @@ class Stack:
         elif svc.name == "mosquitto":
             self._wait(svc, f"mosquitto to accept connections on {self.ports.mqtt}",
                        lambda: port_accepts(self.ports.mqtt), t)
-        elif svc.name == "storage":
+        elif svc.name == "storage" or svc.name.startswith("storage-"):
             # Ingestion must not publish before storage's shared subscription
             # exists: with no subscriber the broker drops the messages. On a
             # restart the persistent session already holds it, so its
             # reconnection is enough.
-            cid = re.escape(STORAGE_CLIENT_ID)
+            k = 1 if svc.name == "storage" else int(svc.name.split("-")[1])
+            port = ([self.ports.storage_http] + self.ports.storage_more)[k - 1]
+            cid = re.escape(f"storage-{k}")
             if svc.starts == 1:
                 what, pat = "storage to subscribe (mosquitto log)", rf"^\S+: {cid} [012] \S+"
             else:
                 what, pat = "storage to connect (mosquitto log)", rf"New client connected .* as {cid} "
             self._wait(svc, what, lambda: self._mosquitto_log_has(log_offset, pat), t)
             self._wait(svc, "storage's migrations (table readings)", self._readings_table_exists, t)
-            if self.ports.storage_http is not None:
-                self._wait(svc, "storage GET /readyz = 200",
-                           lambda: http_get("127.0.0.1", self.ports.storage_http,
-                                            "/readyz")[0] == 200, t)
+            if port is not None:
+                self._wait(svc, f"{svc.name} GET /readyz = 200",
+                           lambda: http_get("127.0.0.1", port, "/readyz")[0] == 200, t)
         elif svc.name.startswith("ingestion-"):
             port = self.ports.ingestion[int(svc.name.split("-")[1]) - 1]
             self._wait(svc, f"{svc.name} GET /readyz = 200",
@@ -1451,7 +1475,9 @@ def cmd_run(args):
         say("sensorflow is up")
         say(f"  API        {stack.api_url}  (HAProxy -> ingestion-1..{stack.replicas}; legacy POST /)")
         say(f"  replicas   127.0.0.1:{rng}  (GET /healthz, /readyz)")
-        say(f"  storage    {stack.storage_url}/metrics  (/healthz, /readyz)")
+        for i, url in enumerate(stack.storage_urls):
+            name = f"storage-{i + 1}" if i else "storage"
+            say(f"  {name:<10} {url}/metrics  (/healthz, /readyz)")
         say(f"  haproxy    {stack.stats_url}/stats, {stack.stats_url}/metrics")
         say(f"  broker     {stack.mqtt_url}")
         say(f"  database   {stack.database_url}  ->  make psql")
