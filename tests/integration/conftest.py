@@ -43,15 +43,16 @@ def pytest_configure(config):
     signal.signal(signal.SIGTERM, _interrupt)
 
 
-def _stack_lifecycle(request, prefix, extra_env=None, mosquitto_extra=""):
-    """Starts a Stack (2 replicas, free ports, fresh temp dir), yields it,
+def _stack_lifecycle(request, prefix, extra_env=None, mosquitto_extra="", storages=1):
+    """Starts a Stack (2 replicas, `storages` storage processes, free ports,
+    fresh temp dir), yields it,
     then stops it, checks how our services ended and removes its state
     (logs kept after a failure, everything with SF_KEEP=1)."""
     env = {k: v for k, v in os.environ.items() if k not in stackmod.SERVICE_VARS}
     env["LOG_LEVEL"] = os.environ.get("SF_LOG_LEVEL", "info")
     env.update({k: str(v) for k, v in (extra_env or {}).items()})
     state = tempfile.mkdtemp(prefix=prefix)
-    st = stackmod.Stack(state, stackmod.Ports.free(2), bin_dir=bin_dir(), env=env,
+    st = stackmod.Stack(state, stackmod.Ports.free(2, storages=storages), bin_dir=bin_dir(), env=env,
                         mosquitto_extra=mosquitto_extra)
     report = request.config.pluginmanager.get_plugin("terminalreporter")
     try:
@@ -94,12 +95,14 @@ def stack(request):
 def own_stack(request):
     """A stack of the module's own, for tests that disturb it (kill, stop,
     restart services): one per module that asks for it, beside the shared
-    one. The module's STACK_ENV dict, if any, adds service settings, and its
-    STACK_MOSQUITTO text, if any, lines to mosquitto.conf."""
+    one. The module's STACK_ENV dict, if any, adds service settings, its
+    STACK_MOSQUITTO text, if any, lines to mosquitto.conf, and its
+    STACK_STORAGES number (default 1) says how many storage processes run."""
     name = request.module.__name__.rsplit(".", 1)[-1]
     yield from _stack_lifecycle(request, f"sensorflow-{name}-",
                                 getattr(request.module, "STACK_ENV", None),
-                                getattr(request.module, "STACK_MOSQUITTO", ""))
+                                getattr(request.module, "STACK_MOSQUITTO", ""),
+                                getattr(request.module, "STACK_STORAGES", 1))
 
 
 # What ASan, UBSan and LeakSanitizer print: under `make SANITIZE=...` a report

@@ -1,0 +1,74 @@
+"""test_storage_replicas.py -- two storage processes in the shared subscription.
+
+One storage commits one message at a time (paho runs a process's callbacks on
+one thread and sends the PUBACK after the commit), so throughput wants several
+processes: `STORAGE_REPLICAS` in `make run`, `--scale storage=N` in compose,
+two in `make bench`. The broker hands each message to one of them; every
+reading answered 202 must still be stored once, also when one of them is
+killed mid-stream and comes back under its client id."""
+
+import concurrent.futures
+
+from sfhelp import Api, now_us, rfc3339, rows, wait_for
+from test_metrics import scrape, val
+
+STACK_STORAGES = 2
+
+
+def inserted(st):
+    """sf_rows_inserted_total of each storage process, storage's first."""
+    ports = [st.ports.storage_http] + st.ports.storage_more
+    return [val(scrape("127.0.0.1", p), "sf_rows_inserted_total") for p in ports]
+
+
+def post_all(api, tag, n, t0):
+    """n readings of 20 sensors, one per POST, 16 at a time; their statuses."""
+    def post(i):
+        return api.post("/v1/readings", {"sensor_id": f"{tag}-{i % 20}", "type": "temperature",
+                                         "value": i % 50, "ts": rfc3339(t0 + i * 1000)}).status
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        return list(pool.map(post, range(n)))
+
+
+def check_stored_once(st, tag, n):
+    where = f"sensor_id like '{tag}-%'"
+    wait_for(lambda: len(rows(st, where)) >= n, 90, f"{n} readings stored")
+    got = rows(st, where)
+    assert len(got) == n, f"{len(got)} rows for {n} readings"
+    assert len({(r["sensor_id"], r["ts_us"]) for r in got}) == n
+    assert sorted(r["value"] for r in got) == sorted(float(i % 50) for i in range(n))
+    return got
+
+
+def test_both_storages_commit_and_each_reading_lands_once(own_stack):
+    st = own_stack
+    assert [n for n in st.names if n.startswith("storage")] == ["storage", "storage-2"]
+    api = Api("127.0.0.1", st.ports.http)
+    before = inserted(st)
+    tag, n = f"it-2s-{now_us()}", 600
+    statuses = post_all(api, tag, n, now_us() - 20_000_000)
+    assert statuses == [202] * n, {s: statuses.count(s) for s in set(statuses)}
+    check_stored_once(st, tag, n)
+    gained = [a - b for a, b in zip(inserted(st), before)]
+    assert sum(gained) == n, gained
+    assert all(g > 0 for g in gained), f"one storage stored nothing: {gained}"
+
+
+def test_a_storage_killed_mid_stream_loses_nothing(own_stack):
+    st = own_stack
+    api = Api("127.0.0.1", st.ports.http)
+    tag, n = f"it-2s-kill-{now_us()}", 800
+    t0 = now_us() - 20_000_000
+    with concurrent.futures.ThreadPoolExecutor(1) as one:
+        posting = one.submit(post_all, api, tag, n, t0)
+        # Once readings flow: kill -9 (inside a commit or between two), then
+        # back under the same client id, whose session kept its share. From
+        # this thread: a service's parent-death signal follows the thread
+        # that started it.
+        wait_for(lambda: len(rows(st, f"sensor_id like '{tag}-%'")) >= 50, 60, "readings flowing")
+        st.kill_service("storage-2")
+        st.start_service("storage-2")
+        statuses = posting.result()
+    assert statuses == [202] * n, {s: statuses.count(s) for s in set(statuses)}
+    check_stored_once(st, tag, n)
