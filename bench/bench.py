@@ -13,6 +13,9 @@ Scenarios (each BENCH_SECONDS long after a warm-up):
   batch      the same, 100 readings per POST
   half       single at half of single's rate, open loop (--rate): latency;
              run before batch, so that batch's burst is not in its figures
+  floor      the ceiling's path (HAProxy -> do-nothing servers) at half's
+             rate, open loop: the latency this machine gives any service
+             behind HAProxy at that rate, for comparison with half's
   paired     single and ceiling again, 3 alternating rounds of 5 s with both
              stacks up: the single / ceiling ratio the target is checked on
              (the machine's speed drifts between the two 10 s runs)
@@ -280,6 +283,21 @@ def scenario_ceiling(args, tmp):
         return r
 
 
+def scenario_floor(args, tmp, rate):
+    """The ceiling's path at the half scenario's rate, open loop: what the
+    machine itself (sensor-sim, HAProxy, a server that does nothing) adds to
+    a POST's latency at that rate."""
+    with ceiling_stack(args, tmp / "floor") as (st, procs):
+        run_sim(args.bin, st.api_url, args.warmup, rate, args.connections, 1, None)
+        meter = Meter({"haproxy": st.services["haproxy"].pid,
+                       **{f"null-server-{i}": p.pid for i, p in enumerate(procs, 1)}})
+        r = sim_result(run_sim(args.bin, st.api_url, args.seconds, rate, args.connections, 1,
+                               None), "floor")
+        r["services"] = meter.read()
+        r["open_loop"] = True
+        return r
+
+
 def scenario_paired(args, tmp, pipe, rounds=3, seconds=5.0):
     """single / ceiling once more, as short alternating rounds with both
     stacks up: the machine is shared, and its speed drifts by 10-25% over
@@ -521,9 +539,11 @@ def ratios_of(by, paired=None):
         h = by["half"]
         # Checked on the latency from when each request was due: waits for
         # a free connection count (see sensor-sim's README).
+        floor = by.get("floor")
         out["half-rate p99 POST ms, from due"] = (
-            f"{h['due_ms']['p99']:.2f} (per attempt: {h['post_ms']['p99']:.2f})", "<= 10",
-            h["due_ms"]["p99"] <= 10)
+            f"{h['due_ms']['p99']:.2f} (per attempt: {h['post_ms']['p99']:.2f}"
+            + (f"; the ceiling's path at that rate: {floor['due_ms']['p99']:.2f}" if floor else "")
+            + ")", "<= 10", h["due_ms"]["p99"] <= 10)
         out["half-rate p99 stored lag ms"] = (f"{h['stored_lag_ms']['p99']:.1f}", "<= 100",
                                             h["stored_lag_ms"]["p99"] <= 100)
     for name in ("single", "batch", "half"):
@@ -679,6 +699,9 @@ def main(argv=None):
                     rate = args.half_rate or max(1.0, by["single"]["readings_per_s"] / 2)
                     say(f"half: one reading per POST at {rate:.0f}/s, open loop")
                     results.append(scenario_pipeline(args, st, "half", 1, rate=rate))
+                    if want("floor"):
+                        say(f"floor: sensor-sim -> HAProxy -> 2 do-nothing servers at {rate:.0f}/s")
+                        results.append(scenario_floor(args, tmp, rate))
                 if want("paired") and "single" in by:
                     say("paired: single and ceiling in 3 alternating rounds of 5 s")
                     paired = scenario_paired(args, tmp, st)
