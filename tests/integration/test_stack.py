@@ -92,13 +92,17 @@ def test_busy_port_names_the_variable():
 
 def test_run_cli_starts_streams_and_stops_cleanly():
     """`stack.py run` as `make run` uses it, on free ports (environment
-    overrides .env): banner, then Ctrl-C stops everything, exit 0."""
+    overrides .env), with two storage processes: banner, then Ctrl-C stops
+    everything, exit 0."""
     p = stackmod.Ports.free(2)
     state = tempfile.mkdtemp(prefix="sensorflow-run-")
     env = {k: v for k, v in os.environ.items() if k not in stackmod.SERVICE_VARS}
     env.update(HTTP_PORT=str(p.http), MQTT_PORT=str(p.mqtt), PG_PORT=str(p.pg),
                INGESTION_BASE_PORT=str(p.ingestion[0]), INGESTION_REPLICAS="2",
+               STORAGE_HTTP_PORT=str(p.storage_http), STORAGE_REPLICAS="2",
+               HAPROXY_STATS_PORT=str(p.stats),
                LOG_LEVEL="info", SIM_SENSORS="3", SIM_INTERVAL_S="1")
+    storage_ports = (p.storage_http, p.storage_http + 1)
     have_sim = os.access(bin_dir() / "sensor-sim", os.X_OK)
     cmd = [sys.executable, str(REPO / "scripts" / "stack.py"), "run", "--bin", str(bin_dir()),
            "--state", state] + ([] if have_sim else ["--no-sim"])
@@ -119,6 +123,10 @@ def test_run_cli_starts_streams_and_stops_cleanly():
         wait_for(banner, 90, "the banner of stack.py run")
         a = Api("127.0.0.1", p.http).get("/healthz")
         assert a.status == 200, a
+        assert f"storage-2  http://127.0.0.1:{storage_ports[1]}/metrics" in output(), output()
+        for port in storage_ports:
+            a = Api("127.0.0.1", port).get("/readyz")
+            assert a.status == 200, (port, a)
         if have_sim:  # sensor-sim's readings reach the database
             st = stackmod.Stack(state, p, bin_dir=bin_dir())
             wait_for(lambda: st.psql("select count(*) from readings")[0][0] != "0", 30,
@@ -132,7 +140,7 @@ def test_run_cli_starts_streams_and_stops_cleanly():
                 assert " | " in line, f"launcher line without 'stack:': {line!r}"
         assert "stack: stopped" in text
         assert "exit statuses other than 0" not in text, text
-        for port in (p.http, p.mqtt, p.pg, *p.ingestion):
+        for port in (p.http, p.mqtt, p.pg, *p.ingestion, *storage_ports):
             assert not stackmod.port_accepts(port), f"port {port} still served after the stop"
     finally:
         if proc.poll() is None:
