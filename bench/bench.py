@@ -271,30 +271,19 @@ def ceiling_stack(args, state_dir):
             p.wait()
 
 
-def scenario_ceiling(args, tmp):
-    """sensor-sim -> HAProxy -> 2 do-nothing servers."""
-    with ceiling_stack(args, tmp / "ceiling") as (st, procs):
-        run_sim(args.bin, st.api_url, args.warmup, 1e6, args.connections, 1, None)
-        meter = Meter({"haproxy": st.services["haproxy"].pid,
-                       **{f"null-server-{i}": p.pid for i, p in enumerate(procs, 1)}})
-        r = sim_result(run_sim(args.bin, st.api_url, args.seconds, 1e6, args.connections, 1, None),
-                       "ceiling")
-        r["services"] = meter.read()
-        return r
-
-
-def scenario_floor(args, tmp, rate):
-    """The ceiling's path at the half scenario's rate, open loop: what the
-    machine itself (sensor-sim, HAProxy, a server that does nothing) adds to
-    a POST's latency at that rate."""
-    with ceiling_stack(args, tmp / "floor") as (st, procs):
+def scenario_ceiling(args, tmp, rate=1e6, name="ceiling"):
+    """sensor-sim -> HAProxy -> 2 do-nothing servers, as fast as it goes; or,
+    as floor, at the half scenario's rate, open loop: what the machine itself
+    (sensor-sim, HAProxy, a server that does nothing) adds to a POST's
+    latency at that rate."""
+    with ceiling_stack(args, tmp / name) as (st, procs):
         run_sim(args.bin, st.api_url, args.warmup, rate, args.connections, 1, None)
         meter = Meter({"haproxy": st.services["haproxy"].pid,
                        **{f"null-server-{i}": p.pid for i, p in enumerate(procs, 1)}})
         r = sim_result(run_sim(args.bin, st.api_url, args.seconds, rate, args.connections, 1,
-                               None), "floor")
+                               None), name)
         r["services"] = meter.read()
-        r["open_loop"] = True
+        r["open_loop"] = rate < 1e6
         return r
 
 
@@ -701,7 +690,7 @@ def main(argv=None):
                     results.append(scenario_pipeline(args, st, "half", 1, rate=rate))
                     if want("floor"):
                         say(f"floor: sensor-sim -> HAProxy -> 2 do-nothing servers at {rate:.0f}/s")
-                        results.append(scenario_floor(args, tmp, rate))
+                        results.append(scenario_ceiling(args, tmp, rate, "floor"))
                 if want("paired") and "single" in by:
                     say("paired: single and ceiling in 3 alternating rounds of 5 s")
                     paired = scenario_paired(args, tmp, st)
