@@ -213,6 +213,10 @@ static void on_connected(void *ctx, char *cause)
     if (p->ever_connected)
         atomic_store(&p->resend_all, 1);
     p->ever_connected = 1;
+    /* A wake-up UNSUBSCRIBE of the last connection gets no UNSUBACK on this
+     * one: without this, were paho never to fail it, wake_cb would wait for
+     * it for ever. */
+    atomic_store(&p->wake_pending, 0);
     size_t max = atomic_load(&p->max_packet);
     if (max)
         log_info("mqtt.connected", "broker=%s client_id=%s max_packet_bytes=%zu", p->cfg.url,

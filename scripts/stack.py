@@ -275,6 +275,12 @@ class Ports:
         # The HTTP listeners of storage replicas 2..N (one storage: empty).
         self.storage_more = [int(p) for p in storage_more]
 
+    @property
+    def storages(self):
+        """Every storage replica's HTTP port, storage's first (None: no
+        listener for it)."""
+        return [self.storage_http] + self.storage_more
+
     @classmethod
     def from_env(cls, env):
         """Ports for `make run`, from HTTP_PORT, INGESTION_REPLICAS,
@@ -619,7 +625,7 @@ class Stack:
     @property
     def storage_urls(self):
         """The HTTP listeners of every storage replica, storage's first."""
-        return [f"http://127.0.0.1:{p}" for p in [self.ports.storage_http] + self.ports.storage_more]
+        return [f"http://127.0.0.1:{p}" for p in self.ports.storages]
 
     @property
     def stats_url(self):
@@ -692,7 +698,7 @@ class Stack:
         # Storage replica k (service "storage" for k = 1, else "storage-k")
         # has the client id storage-k: replicas split the messages through
         # the shared subscription, and each commits on its own connection.
-        for k, port in enumerate([p.storage_http or 0] + p.storage_more, 1):
+        for k, port in enumerate(p.storages, 1):
             name = "storage" if k == 1 else f"storage-{k}"
             svc.append(Service(
                 name, [self.bin_dir / "storage"], self.log_path(name),
@@ -701,7 +707,7 @@ class Stack:
                               MQTT_USERNAME="storage",
                               MQTT_PASSWORD_FILE=sd / "secrets" / "mqtt-storage",
                               MQTT_URL=self.mqtt_url, STORAGE_CLIENT_ID=f"storage-{k}",
-                              STORAGE_HTTP_LISTEN="127.0.0.1", STORAGE_HTTP_PORT=port),
+                              STORAGE_HTTP_LISTEN="127.0.0.1", STORAGE_HTTP_PORT=port or 0),
                 cwd=sd))
         for i, port in enumerate(p.ingestion, 1):
             svc.append(Service(
@@ -990,16 +996,15 @@ class Stack:
             # exists: with no subscriber the broker drops the messages. On a
             # restart the persistent session already holds it, so its
             # reconnection is enough.
-            k = 1 if svc.name == "storage" else int(svc.name.split("-")[1])
-            port = ([self.ports.storage_http] + self.ports.storage_more)[k - 1]
-            cid = re.escape(f"storage-{k}")
+            cid = re.escape(svc.env["STORAGE_CLIENT_ID"])
+            port = int(svc.env["STORAGE_HTTP_PORT"])
             if svc.starts == 1:
                 what, pat = "storage to subscribe (mosquitto log)", rf"^\S+: {cid} [012] \S+"
             else:
                 what, pat = "storage to connect (mosquitto log)", rf"New client connected .* as {cid} "
             self._wait(svc, what, lambda: self._mosquitto_log_has(log_offset, pat), t)
             self._wait(svc, "storage's migrations (table readings)", self._readings_table_exists, t)
-            if port is not None:
+            if port:
                 self._wait(svc, f"{svc.name} GET /readyz = 200",
                            lambda: http_get("127.0.0.1", port, "/readyz")[0] == 200, t)
         elif svc.name.startswith("ingestion-"):

@@ -17,8 +17,7 @@ STACK_STORAGES = 2
 
 def inserted(st):
     """sf_rows_inserted_total of each storage process, storage's first."""
-    ports = [st.ports.storage_http] + st.ports.storage_more
-    return [val(scrape("127.0.0.1", p), "sf_rows_inserted_total") for p in ports]
+    return [val(scrape("127.0.0.1", p), "sf_rows_inserted_total") for p in st.ports.storages]
 
 
 def post_all(api, tag, n, t0):
