@@ -366,8 +366,21 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
  * with clean start off, "Cleaning session state on connect because
  * sessionPresent is 0" exactly when the broker had no session (paho 1.3.10
  * to 1.3.13, MQTTAsyncUtils.c). Should that text change, we say "unknown"
- * rather than guess. */
+ * rather than guess.
+ *
+ * The trace is at PROTOCOL level only from a connection's loss (or the
+ * first connect) to its CONNACK: at that level paho formats a line for
+ * every packet under one lock shared by its threads, each with
+ * localtime(), which stats /etc/localtime (Log.c): three lines, a stat and
+ * a getenv per message stored. Paho calls on_connection_lost before it
+ * schedules its automatic reconnect (MQTTAsync_startConnectRetry, at least
+ * RECONNECT_MIN_S later), so the level is up before the next CONNACK. */
 static atomic_int trace_connack_seen, trace_session_absent;
+
+static void trace_connack(int on)
+{
+    MQTTAsync_setTraceLevel(on ? MQTTASYNC_TRACE_PROTOCOL : MQTTASYNC_TRACE_ERROR);
+}
 
 static void on_trace(enum MQTTASYNC_TRACE_LEVELS level, char *message)
 {
@@ -464,6 +477,7 @@ static void on_connected(void *ctx, char *cause)
 {
     struct consumer *c = ctx;
     const char *sp = session_present(c);
+    trace_connack(0);
     log_info("mqtt.connected", "broker=%s client_id=%s session_present=%s reconnect=%d",
              c->cfg->mqtt_url, c->cfg->client_id, sp,
              cause && !strcmp(cause, "automatic reconnect"));
@@ -489,6 +503,7 @@ static void on_connected(void *ctx, char *cause)
 static void on_connection_lost(void *ctx, char *cause)
 {
     struct consumer *c = ctx;
+    trace_connack(1);   /* before paho's reconnect: see on_trace */
     smetrics_mqtt_state(0);
     log_warn("mqtt.connection_lost", "broker=%s cause=\"%s\" msg=\"reconnecting every %d..%d s\"",
              c->cfg->mqtt_url, cause ? cause : "unknown", RECONNECT_MIN_S, RECONNECT_MAX_S);
@@ -541,10 +556,10 @@ struct consumer *consumer_create(const struct storage_config *cfg, struct db *db
     pthread_cond_init(&c->cv, &ca);
     pthread_condattr_destroy(&ca);
 
-    /* Process-wide in paho; PROTOCOL level for the CONNACK lines (see
-     * on_trace), which costs one formatted line per packet. */
+    /* Process-wide in paho; PROTOCOL level until the first CONNACK (see
+     * on_trace). */
     MQTTAsync_setTraceCallback(on_trace);
-    MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_PROTOCOL);
+    trace_connack(1);
 
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer5;
     rc = MQTTAsync_createWithOptions(&c->client, cfg->mqtt_url, cfg->client_id,

@@ -252,6 +252,7 @@ def test_broker_stopped(st, api, run_factory):
     run = run_factory("broker-stopped", 14, seconds=15)
     run.wait_stored(300)
     since = st.mosquitto_log_size()
+    storage_since = log_size(st, "storage")
     t0 = time.monotonic()
     rc = st.stop_service("mosquitto")
     assert rc == 0, f"mosquitto status {rc} after SIGTERM"
@@ -265,11 +266,39 @@ def test_broker_stopped(st, api, run_factory):
     time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - t0)))
     st.start_service("mosquitto")
     st.wait_storage_subscribed(since, timeout=60)
+    # mosquitto saved storage's session when it stopped: the reconnect finds
+    # it (paho says so only in its protocol trace: consumer.c, on_trace).
+    assert log_has(st, "storage", "session_present=1 reconnect=1", storage_since), \
+        "storage's reconnect did not find its session:\n" + st.log_tail("storage", 10)
+    assert not log_has(st, "storage", "mqtt.session_lost", storage_since)
     wait_connected(st)
     run.finish()
     for r in run.results:
         assert r.returncode == 0, \
             f"sensor-sim gave up on readings while the broker was stopped:\n{r.stdout[-2500:]}"
+    run.check(api)
+
+
+def test_broker_lost_its_sessions(st, api, run_factory):
+    """A broker back without its saved state (its disk lost, or persistence
+    off): storage's reconnect sees no session and says so (mqtt.session_lost:
+    what it had queued is gone), and what ingestion had not had confirmed is
+    republished, so every reading answered 202 is stored once."""
+    run = run_factory("broker-lost-sessions", 19)
+    run.wait_stored(300)
+    since = st.mosquitto_log_size()
+    storage_since = log_size(st, "storage")
+    rc = st.stop_service("mosquitto")
+    assert rc == 0, f"mosquitto status {rc} after SIGTERM"
+    for f in (st.mq_dir / "data").glob("*.db"):
+        f.unlink()
+    st.start_service("mosquitto")
+    st.wait_storage_subscribed(since, timeout=60)
+    assert log_has(st, "storage", "session_present=0 reconnect=1", storage_since), \
+        "storage's reconnect to a broker without its session:\n" + st.log_tail("storage", 10)
+    assert log_has(st, "storage", "mqtt.session_lost", storage_since)
+    wait_connected(st)
+    run.finish()
     run.check(api)
 
 
