@@ -24,14 +24,22 @@
  * DO NOTHING also absorbs a key repeated inside the message (only DO UPDATE
  * refuses to touch a row twice); stored_at keeps its default. No conflict
  * target: the primary key is the only unique index, and a target would
- * need SELECT on its columns, which storage's role has not. */
+ * need SELECT on its columns, which storage's role has not.
+ *
+ * In key order: an insert waits for any other transaction that holds an
+ * uncommitted row of the same key, so two storages inserting overlapping
+ * messages in different orders (a client's retries, gathered in another
+ * order by another replica) would wait for each other until PostgreSQL
+ * aborts one (40P01, after deadlock_timeout). In one order one only waits
+ * for the other. COLLATE "C": the same order whatever the database's
+ * collation, and the cheapest to compare. */
 #define STORE_BATCH "store_batch"
 #define STORE_BATCH_SQL \
     "INSERT INTO readings (" ROWFMT_COLUMNS ")" \
     " SELECT s, t, ts, v, u, rv, ru, tg, ra, $10::text FROM unnest(" \
     "$1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[], $6::float8[], " \
     "$7::text[], $8::jsonb[], $9::timestamptz[]) AS r(s, t, ts, v, u, rv, ru, tg, ra)" \
-    " ON CONFLICT DO NOTHING"
+    " ORDER BY s COLLATE \"C\", t COLLATE \"C\", ts ON CONFLICT DO NOTHING"
 #define NAMEDATALEN_MAX 63   /* PostgreSQL's longest identifier */
 
 struct db {
