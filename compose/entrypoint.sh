@@ -1,24 +1,58 @@
 #!/bin/sh
-# sf-entrypoint -- names a container's service instance after the container,
-# then becomes the service (exec: the service is PID 1 and gets SIGTERM).
+# sf-entrypoint -- names a container's service instance, then becomes the
+# service (exec: the service is PID 1 and gets SIGTERM).
 #
-# Docker sets the hostname to the container's short id, which survives a
-# restart of the same container: a restarted ingestion finds its spool
-# folder, a restarted storage resumes its MQTT session. An explicit
-# INGESTION_INSTANCE_ID or STORAGE_CLIENT_ID wins. sensor-sim: a
-# SIM_ACCEPTED_LOG ending in / is a folder shared by the replicas, and each
-# writes its own <hostname>.csv in it. ingestion: sensor API keys are on when
-# docker-compose.yml mounted a file at /etc/sensorflow/api-keys (the
-# default mount is /dev/null: off).
+# ingestion and storage are named <service>-<slot>: the first slot of
+# /var/lib/sensorflow/slots (a volume their containers share) that no
+# running container of the service holds, by flock on the slot's file, held
+# on descriptor 9 for the life of the service. A container restarted, or
+# recreated (compose up after a change of image or settings gives a new
+# container id), takes the slot its predecessor left, so a storage resumes
+# its MQTT session and an ingestion finds its spool folder. Named after the
+# container id instead, a recreated storage would leave its old session in
+# mosquitto's shared subscription, which goes on handing a share of the
+# messages to an absent member (README: Compose). Without a writable slots
+# folder the name is <service>-<container id> (it survives a restart, not a
+# recreation), said on stderr. An explicit INGESTION_INSTANCE_ID or
+# STORAGE_CLIENT_ID wins.
+#
+# sensor-sim: a SIM_ACCEPTED_LOG ending in / is a folder shared by the
+# replicas, and each writes its own <hostname>.csv in it. ingestion: sensor
+# API keys are on when docker-compose.yml mounted a file at
+# /etc/sensorflow/api-keys (the default mount is /dev/null: off).
 set -eu
 host=$(cat /etc/hostname)
+
+# Sets name to $1-<first free slot>, or $1-<container id>.
+claim_slot() {
+  slots=/var/lib/sensorflow/slots n=1 name=$1-$host
+  while [ -w "$slots" ] && [ "$n" -le 64 ]; do
+    # command: a slot file we may not open skips the slot, not the start;
+    # the braces keep 2>/dev/null from staying on the service's stderr.
+    if { command exec 9>"$slots/$1-$n.lock"; } 2>/dev/null; then
+      if flock -n 9; then name=$1-$n; return 0; fi
+      exec 9>&-
+    fi
+    n=$((n + 1))
+  done
+  echo "sf-entrypoint: no slot to lock in $slots (a volume writable by uid $(id -u)):" \
+       "named $name, which a recreated container will not reuse" >&2
+}
+
 case "${1:-}" in
   ingestion)
-    export INGESTION_INSTANCE_ID="${INGESTION_INSTANCE_ID:-ingestion-$host}"
+    if [ -z "${INGESTION_INSTANCE_ID:-}" ]; then
+      claim_slot ingestion
+      export INGESTION_INSTANCE_ID="$name"
+    fi
     if [ -z "${INGESTION_API_KEYS_FILE:-}" ] && [ -f /etc/sensorflow/api-keys ]; then
       export INGESTION_API_KEYS_FILE=/etc/sensorflow/api-keys
     fi ;;
-  storage)   export STORAGE_CLIENT_ID="${STORAGE_CLIENT_ID:-storage-$host}" ;;
+  storage)
+    if [ -z "${STORAGE_CLIENT_ID:-}" ]; then
+      claim_slot storage
+      export STORAGE_CLIENT_ID="$name"
+    fi ;;
   sensor-sim)
     case "${SIM_ACCEPTED_LOG:-}" in
       */) export SIM_ACCEPTED_LOG="$SIM_ACCEPTED_LOG$host.csv" ;;

@@ -11,7 +11,8 @@ against the database, with sensor-sim containers as the load:
   2. scaling ingestion to 5 and then to 1 while sensors post loses no
      reading and fails none;
   3. SIGKILL of one ingestion replica and a restart of storage while sensors
-     post lose nothing;
+     post lose nothing; storage recreated (a new container) resumes its
+     predecessor's MQTT session under the same client id;
   4. `down -v` leaves no container, volume or network behind.
 The steps run in order on one project; a failed step shows the services'
 log tails. SF_COMPOSE_KEEP=1 leaves the project up for a look."""
@@ -225,7 +226,8 @@ def test_1_cold_up_and_known_readings_once_each(project, logs_on_failure):
     by = project.psql("select ingested_by, count(*) from readings "
                       "where tags->>'run' = 'known' group by 1 order by 1")
     instances = {r[0] for r in by}
-    assert len(instances) == 3, f"readings by instance: {by}"
+    # (the slots each container took: entrypoint.sh)
+    assert instances == {"ingestion-1", "ingestion-2", "ingestion-3"}, f"readings by instance: {by}"
     # ... and `logs ingestion` shows each one's lines, naming it.
     logs = project.compose("logs", "--no-color", "ingestion").stdout
     for inst in instances:
@@ -260,6 +262,33 @@ def test_3_kill_an_ingestion_replica_and_restart_storage(project, logs_on_failur
     project.compose("restart", "storage")
     sims = project.wait_sims()
     check_run(project, "faults", sims)
+
+
+def storage_connected_lines(project, cid):
+    logs = subprocess.run(["docker", "logs", cid], capture_output=True, text=True)
+    return [l for l in (logs.stdout + logs.stderr).splitlines() if " mqtt.connected " in l]
+
+
+def test_3b_recreated_storage_resumes_its_session(project, logs_on_failure):
+    """`compose up` after a change of image or settings recreates storage's
+    container (a new container id). It takes its predecessor's client id
+    (storage-1, entrypoint.sh), so it resumes the MQTT session: a new id would
+    leave the old session in the shared subscription, where mosquitto goes on
+    queueing a share of the messages for nobody."""
+    old = project.containers("storage")
+    assert len(old) == 1
+    before = storage_connected_lines(project, old[0])
+    assert before and "client_id=storage-1 " in before[0], before
+    project.start_sims("recreate", n=2, duration_s=30, rate=40)
+    time.sleep(8)
+    project.compose("up", "-d", "--no-deps", "--force-recreate", "storage")
+    new = project.containers("storage")
+    assert len(new) == 1 and new != old, (old, new)
+    wait_for(lambda: project.healthy("storage", 1), 120, "the recreated storage healthy")
+    after = storage_connected_lines(project, new[0])
+    assert after and "client_id=storage-1 session_present=1 " in after[0], after
+    sims = project.wait_sims()
+    check_run(project, "recreate", sims)
 
 
 def test_4_down_v_leaves_nothing(project, logs_on_failure):
