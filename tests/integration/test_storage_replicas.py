@@ -99,7 +99,7 @@ def test_overlapping_messages_in_opposite_orders_do_not_deadlock(own_stack):
         pubs = [subprocess.Popen(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(st.ports.mqtt),
                                   "-V", "mqttv5", "-u", "ingestion",
                                   "-P", st.secrets["MQTT_INGESTION_PASSWORD"], "-q", "1",
-                                  "-t", f"sensorflow/v1/readings/it-order", "-f", str(p)],
+                                  "-t", "sensorflow/v1/readings/it-order", "-f", str(p)],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 for p in paths]
         for p in pubs:
@@ -138,7 +138,8 @@ def test_a_retired_storage_id_ended_by_a_clean_connect(own_stack):
     assert st.stop_service("storage-2") == 0
     try:
         end_session(st, "storage-2")
-        first = lambda: val(scrape("127.0.0.1", st.ports.storages[0]), "sf_rows_inserted_total")
+        def first():   # storage-2's /metrics is down with it
+            return val(scrape("127.0.0.1", st.ports.storages[0]), "sf_rows_inserted_total")
         before = first()
         tag, n = f"it-2s-retired-{now_us()}", 400
         statuses = post_all(api, tag, n, now_us() - 20_000_000)
