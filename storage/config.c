@@ -155,6 +155,10 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
           "0.0.0.0", 1, 255, "address of the HTTP listener (/metrics, /healthz, /readyz)" },
         { "http-port", "STORAGE_HTTP_PORT", CFG_INT, &c->http_port,
           "8090", 0, 65535, "port of the HTTP listener; 0 = none" },
+        { "retire", "STORAGE_RETIRE", CFG_STR, &c->retire, "", 0, STORAGE_CLIENT_ID_MAX,
+          "one-shot, for a client id no storage will use again: resume its session, "
+          "leave the shared subscription, store what the session holds, end it, exit "
+          "(no HTTP listener)" },
     };
     const size_t nopts = sizeof opts / sizeof opts[0];
 
@@ -209,6 +213,18 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
             snprintf(err, errlen, "MQTT_PASSWORD_FILE (--mqtt-password-file): %s", e);
             return STORAGE_CONFIG_ERR;
         }
+    }
+    if (*c->retire) {
+        /* Storage's own id alphabet (storage_client_id()): it is logged. */
+        if (strspn(c->retire, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                              "0123456789._-") != strlen(c->retire)) {
+            snprintf(err, errlen, "STORAGE_RETIRE (--retire): '%s' holds a character "
+                     "other than [A-Za-z0-9._-]", c->retire);
+            return STORAGE_CONFIG_ERR;
+        }
+        snprintf(c->client_id, sizeof c->client_id, "%s", c->retire);
+        c->http_port = 0;   /* beside a running storage: its port is taken */
+        return STORAGE_CONFIG_OK;
     }
     if (storage_client_id(c->client_id_opt, NULL, c->client_id, sizeof c->client_id) < 0) {
         snprintf(err, errlen, "STORAGE_CLIENT_ID (--client-id): the default "

@@ -24,6 +24,7 @@ struct storage_config {
     const char *log_format;     /* "text" or "json" */
     const char *http_listen;    /* /metrics, /healthz, /readyz */
     long http_port;             /* 0: no HTTP listener */
+    const char *retire;         /* "": serve; else the client id to retire (one-shot) */
 
     /* Derived by storage_config_load(). */
     /* Never empty. It names the broker-side session, so it must be stable
@@ -32,7 +33,7 @@ struct storage_config {
      * and paho's automatic reconnect turns that into endless flapping. The
      * hostname default is only as stable as the hostname (a re-created
      * container gets a new one and leaves its old session behind). */
-    char client_id[STORAGE_CLIENT_ID_MAX + 1];
+    char client_id[STORAGE_CLIENT_ID_MAX + 1];   /* retire, when set */
     char topic_filter[512];     /* "$share/<group>/<prefix>/#" */
     char mqtt_password[257];    /* from MQTT_PASSWORD_FILE, else MQTT_PASSWORD */
     enum log_level log_level;

@@ -41,6 +41,8 @@ struct consumer {
     /* Paho's receive thread only. */
     int first_session_present;  /* from the first connect's onSuccess5; -1 unknown */
     int was_connected;          /* some connection succeeded before */
+    atomic_llong left_us;       /* retire: when the UNSUBACK came (0: not yet) */
+    atomic_llong last_message_us;  /* when the last message was handled */
     int db_up;                  /* last known state, to log transitions once */
     struct reading_batch batch; /* reused from message to message */
 
@@ -355,6 +357,7 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     handle_message(c, topic, msg->payload, len, msg->dup, by);
     if (*by)
         confirm(c, by, msg->payload, len);
+    atomic_store(&c->last_message_us, ts_mono_us());
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
     return 1;
@@ -471,8 +474,27 @@ static void on_subscribe_failed(void *ctx, MQTTAsync_failureData5 *r)
              r->code, MQTTAsync_strerror(r->code));
 }
 
+static void on_left(void *ctx, MQTTAsync_successData5 *r)
+{
+    struct consumer *c = ctx;
+    (void)r;
+    log_info("mqtt.unsubscribed", "filter=%s client_id=%s msg=\"out of the shared "
+             "subscription: storing what the session holds\"", c->cfg->topic_filter,
+             c->cfg->client_id);
+    atomic_store(&c->left_us, ts_mono_us());
+}
+
+static void on_leave_failed(void *ctx, MQTTAsync_failureData5 *r)
+{
+    struct consumer *c = ctx;
+    /* The connection went away meanwhile: the next one tries again. */
+    log_warn("mqtt.unsubscribe_failed", "filter=%s code=%d msg=\"%s\"", c->cfg->topic_filter,
+             r->code, MQTTAsync_strerror(r->code));
+}
+
 /* Every connection, first or automatic reconnect: subscribe again, since the
- * broker may have lost the session (and with it the subscription). */
+ * broker may have lost the session (and with it the subscription). Retiring:
+ * unsubscribe instead. */
 static void on_connected(void *ctx, char *cause)
 {
     struct consumer *c = ctx;
@@ -491,9 +513,20 @@ static void on_connected(void *ctx, char *cause)
     net_nodelay_to_port(net_url_port(c->cfg->mqtt_url, 1883));
 
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.context = c;
+    if (*c->cfg->retire) {
+        /* Out of the group first, so that no new message is handed to this
+         * session; what it already holds still comes (consumer_drained). */
+        ro.onSuccess5 = on_left;
+        ro.onFailure5 = on_leave_failed;
+        int rc = MQTTAsync_unsubscribe(c->client, c->cfg->topic_filter, &ro);
+        if (rc != MQTTASYNC_SUCCESS)
+            log_warn("mqtt.unsubscribe_failed", "filter=%s code=%d msg=\"%s\"",
+                     c->cfg->topic_filter, rc, MQTTAsync_strerror(rc));
+        return;
+    }
     ro.onSuccess5 = on_subscribed;
     ro.onFailure5 = on_subscribe_failed;
-    ro.context = c;
     int rc = MQTTAsync_subscribe(c->client, c->cfg->topic_filter, 1, &ro);
     if (rc != MQTTASYNC_SUCCESS)
         log_warn("mqtt.subscribe_failed", "filter=%s code=%d msg=\"%s\"", c->cfg->topic_filter,
@@ -618,7 +651,7 @@ int consumer_start(struct consumer *c, char *err, size_t errlen)
     return 0;
 }
 
-void consumer_stop(struct consumer *c, int timeout_ms)
+void consumer_stop(struct consumer *c, int timeout_ms, int end_session)
 {
     pthread_mutex_lock(&c->mu);
     c->stop = 1;
@@ -626,12 +659,19 @@ void consumer_stop(struct consumer *c, int timeout_ms)
     pthread_mutex_unlock(&c->mu);
 
     MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
+    MQTTProperties props = MQTTProperties_initializer;
+    MQTTProperty expiry = { .identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL };
     d.timeout = timeout_ms;
     d.reasonCode = MQTTREASONCODE_SUCCESS;   /* normal: the session is kept */
     d.onSuccess5 = on_disconnect_ok;
     d.onFailure5 = on_disconnect_failed;
     d.context = c;
+    /* An expiry of 0 in the DISCONNECT ends the session at once. */
+    expiry.value.integer4 = 0;
+    if (end_session && MQTTProperties_add(&props, &expiry) == 0)
+        d.properties = props;
     int rc = MQTTAsync_disconnect(c->client, &d);
+    MQTTProperties_free(&props);
     if (rc != MQTTASYNC_SUCCESS) {
         /* Not connected (e.g. reconnecting): this also stops the retries. */
         log_info("mqtt.disconnected", "connected=0 code=%d", rc);
@@ -670,4 +710,13 @@ void consumer_get_stats(const struct consumer *c, struct consumer_stats *out)
     out->readings_rejected = atomic_load(&m->rejected);
     out->dead_letters = atomic_load(&m->dead_letters);
     out->db_failures = atomic_load(&m->db_failures);
+}
+
+int consumer_drained(const struct consumer *c, int idle_ms)
+{
+    struct consumer *m = (struct consumer *)c;
+    int64_t left = atomic_load(&m->left_us), last = atomic_load(&m->last_message_us);
+    if (!left)
+        return 0;
+    return ts_mono_us() - (last > left ? last : left) >= (int64_t)idle_ms * 1000;
 }

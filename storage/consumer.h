@@ -60,7 +60,7 @@ struct consumer *consumer_create(const struct storage_config *cfg, struct db *db
 
 /* Starts connecting (clean start off, session expiry from cfg, automatic
  * reconnect 1..16 s, keepalive 20 s); every connection subscribes to
- * cfg->topic_filter at QoS 1 again. Returns 0, or -1 with err filled when
+ * cfg->topic_filter at QoS 1 again (retiring: unsubscribes from it). Returns 0, or -1 with err filled when
  * paho refuses the options; an unreachable broker is not an error: paho
  * keeps trying. Signals that the caller wants to see on its own thread
  * must be blocked before this call: paho's threads inherit the mask. */
@@ -69,8 +69,9 @@ int consumer_start(struct consumer *c, char *err, size_t errlen);
 /* Asks the consumer to stop: a message being retried is abandoned (see the
  * contract above: the process exits), then MQTTAsync_disconnect with
  * timeout_ms for in-flight acknowledgements, waiting at most about that
- * long. The session stays on the broker. */
-void consumer_stop(struct consumer *c, int timeout_ms);
+ * long. The session stays on the broker, unless end_session (a session
+ * expiry of 0 in the DISCONNECT: what it still holds is dropped). */
+void consumer_stop(struct consumer *c, int timeout_ms, int end_session);
 
 /* Destroys the paho client (waits for a running callback to finish) and
  * frees the consumer. NULL is fine. The db is not touched. */
@@ -81,6 +82,11 @@ void consumer_destroy(struct consumer *c);
  * quote the garbage they complain about; a log line must stay one line.
  * Returns buf. Shared with main.c. */
 const char *storage_log_value(const char *s, char *buf, size_t len);
+
+/* Retiring (cfg->retire): whether the shared subscription is left and no
+ * message came for idle_ms since: the session has given what it held (a
+ * message still queued for it follows the last one at once). */
+int consumer_drained(const struct consumer *c, int idle_ms);
 
 /* A consistent-enough snapshot of the counters (each read atomically). */
 void consumer_get_stats(const struct consumer *c, struct consumer_stats *out);

@@ -24,6 +24,9 @@
 #define STARTUP_RETRY_FIRST_MS 100
 #define STARTUP_RETRY_MAX_MS 5000
 #define DISCONNECT_TIMEOUT_MS 2000
+/* --retire: the session has given what it held once no message came for
+ * this long after the UNSUBACK (mosquitto sends what it queued at once). */
+#define RETIRE_IDLE_MS 2000
 
 /* Self-pipe: the signal handler and the consumer's fatal callback write one
  * byte ('T' SIGTERM, 'I' SIGINT, 'F' fatal); only main reads it. */
@@ -186,11 +189,27 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    while ((why = wait_wake(-1)) == 0)
-        ;
-    status = why == 'F' ? 1 : 0;
+    if (*cfg.retire) {
+        /* Until the session has given what it held; a signal ends it
+         * early (what is left stays in the session for another try). */
+        while ((why = wait_wake(200)) == 0 && !consumer_drained(consumer, RETIRE_IDLE_MS))
+            ;
+        status = why == 'F' ? 1 : 0;
+        if (!why) {
+            consumer_stop(consumer, DISCONNECT_TIMEOUT_MS, 1);
+            consumer_get_stats(consumer, &st);
+            log_info("storage.retired", "client_id=%s messages=%llu inserted=%llu "
+                     "msg=\"session ended: the broker hands this id nothing more\"",
+                     cfg.client_id, st.messages, st.readings_inserted);
+            goto out;
+        }
+    } else {
+        while ((why = wait_wake(-1)) == 0)
+            ;
+        status = why == 'F' ? 1 : 0;
+    }
     log_info("storage.stopping", "cause=%s", wake_name(why));
-    consumer_stop(consumer, DISCONNECT_TIMEOUT_MS);
+    consumer_stop(consumer, DISCONNECT_TIMEOUT_MS, 0);
 out:
     if (consumer) {
         consumer_get_stats(consumer, &st);

@@ -13,8 +13,8 @@ against the database, with sensor-sim containers as the load:
   3. SIGKILL of one ingestion replica and a restart of storage while sensors
      post lose nothing; storage recreated (a new container) resumes its
      predecessor's MQTT session under the same client id; storage scaled to
-     2 and back to 1, the removed one's session ended as the README says,
-     loses nothing and delays nothing;
+     2 and back to 1, the removed one retired as the README says
+     (`storage --retire`), loses nothing and delays nothing;
   4. `down -v` leaves no container, volume or network behind.
 The steps run in order on one project; a failed step shows the services'
 log tails. SF_COMPOSE_KEEP=1 leaves the project up for a look."""
@@ -302,9 +302,10 @@ def client_id(project, cid):
 def test_3c_storage_scaled_down_and_its_id_retired(project, logs_on_failure):
     """`--scale storage=2`, then 1: the client id of the container removed
     stays in the shared subscription, collecting a share of the messages
-    (README: Known limits). The README's command ends its session; then every
-    reading posted is stored by the storage left, without waiting a minute
-    and more for ingestion's republish."""
+    (README: Known limits). The README's command (`storage --retire`) stores
+    what its session holds and ends it; then every reading posted is stored
+    by the storage left, without waiting a minute and more for ingestion's
+    republish."""
     project.up("--no-recreate", storage=2)
     wait_for(lambda: project.healthy("storage", 2), 120, "2 storage containers healthy")
     both = {client_id(project, c) for c in project.containers("storage")}
@@ -313,9 +314,8 @@ def test_3c_storage_scaled_down_and_its_id_retired(project, logs_on_failure):
     left = project.containers("storage")
     assert len(left) == 1
     (gone,) = both - {client_id(project, left[0])}
-    project.compose("exec", "-T", "mosquitto", "mosquitto_pub", "-V", "mqttv5", "-u", "storage",
-                    "-P", project.env["MQTT_STORAGE_PASSWORD"], "-i", gone,
-                    "-t", "sensorflow/v1/stored/@online", "-m", gone)
+    r = project.compose("run", "--rm", "--no-deps", "-T", "storage", "storage", "--retire", gone)
+    assert f" storage.retired client_id={gone} " in r.stdout + r.stderr, r.stdout + r.stderr
     project.start_sims("retired", n=2, duration_s=20, rate=40)
     sims = project.wait_sims()
     check_run(project, "retired", sims)

@@ -9,6 +9,7 @@ killed mid-stream and comes back under its client id."""
 
 import concurrent.futures
 import json
+import re
 import subprocess
 
 from sfhelp import Api, now_us, rfc3339, rows, wait_for
@@ -114,39 +115,48 @@ def test_overlapping_messages_in_opposite_orders_do_not_deadlock(own_stack):
     assert "deadlock detected" not in log, log[-3000:]
 
 
-def end_session(st, client_id):
-    """What the README says to do for a storage client id that will not come
-    back: connect once under it with a clean start (mosquitto_pub's default),
-    which ends its session and with it its place in the shared subscription,
-    and announce it on <stored prefix>/@online, so that every ingestion
-    republishes at once what storage had not confirmed."""
-    r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(st.ports.mqtt), "-V", "mqttv5",
-                        "-u", "storage", "-P", st.secrets["MQTT_STORAGE_PASSWORD"], "-i", client_id,
-                        "-t", "sensorflow/v1/stored/@online", "-m", client_id],
-                       capture_output=True, text=True, timeout=20)
-    assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
+def retire(st, client_id):
+    """`storage --retire <id>`, as the README says to run for a client id no
+    storage will use again, with storage-2's settings. Returns its log."""
+    r = subprocess.run([str(st.bin_dir / "storage"), "--retire", client_id],
+                       env=st.services["storage-2"].env, cwd=st.state_dir,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stderr
 
 
-def test_a_retired_storage_id_ended_by_a_clean_connect(own_stack):
-    """storage-2 stopped for good (its session kept, as a SIGTERM leaves it):
-    mosquitto would go on queueing every other message for it, to be stored
-    only as ingestion republishes them (after INGESTION_REPUBLISH_AFTER_S,
-    60 s, and again with the same odds). Once its session is ended, storage-1
-    alone stores every reading, at once."""
+def test_a_retired_storage_id_drained_and_ended(own_stack):
+    """storage-2 stopped for good, its session kept (as a SIGTERM leaves it):
+    mosquitto goes on queueing every other message for it, to be stored only
+    as ingestion republishes them (after INGESTION_REPUBLISH_AFTER_S, 60 s,
+    and again with the same odds). `storage --retire storage-2` stores what
+    the session holds and ends it; from then on storage-1 alone stores every
+    reading, at once."""
     st = own_stack
     api = Api("127.0.0.1", st.ports.http)
+
+    def first():   # storage-2's /metrics is down with it
+        return val(scrape("127.0.0.1", st.ports.storages[0]), "sf_rows_inserted_total")
+
     assert st.stop_service("storage-2") == 0
     try:
-        end_session(st, "storage-2")
-        def first():   # storage-2's /metrics is down with it
-            return val(scrape("127.0.0.1", st.ports.storages[0]), "sf_rows_inserted_total")
-        before = first()
         tag, n = f"it-2s-retired-{now_us()}", 400
         statuses = post_all(api, tag, n, now_us() - 20_000_000)
         assert statuses == [202] * n, {s: statuses.count(s) for s in set(statuses)}
-        wait_for(lambda: len(rows(st, f"sensor_id like '{tag}-%'")) >= n, 30,
-                 f"{n} readings stored by storage-1 alone")
+        log = retire(st, "storage-2")
+        m = re.search(r" storage\.retired client_id=storage-2 messages=(\d+) inserted=(\d+)", log)
+        assert m and int(m[2]) > 0, f"retire stored nothing from the session:\n{log}"
+        wait_for(lambda: len(rows(st, f"sensor_id like '{tag}-%'")) >= n, 15,
+                 f"{n} readings stored, the retired session's share included")
         check_stored_once(st, tag, n)
+        # The session is gone: everything now goes to storage-1.
+        before = first()
+        tag2 = f"it-2s-after-{now_us()}"
+        statuses = post_all(api, tag2, n, now_us() - 10_000_000)
+        assert statuses == [202] * n
+        wait_for(lambda: len(rows(st, f"sensor_id like '{tag2}-%'")) >= n, 15,
+                 f"{n} readings stored by storage-1 alone")
+        check_stored_once(st, tag2, n)
         assert first() - before == n
     finally:
         st.start_service("storage-2")
