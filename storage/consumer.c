@@ -43,6 +43,7 @@ struct consumer {
     int was_connected;          /* some connection succeeded before */
     atomic_llong left_us;       /* retire: when the UNSUBACK came (0: not yet) */
     atomic_llong last_message_us;  /* when the last message was handled */
+    atomic_int in_message;      /* a message is being handled (its retries too) */
     int db_up;                  /* last known state, to log transitions once */
     struct reading_batch batch; /* reused from message to message */
 
@@ -354,10 +355,12 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     char by[READING_INSTANCE_MAX + 1];
     size_t len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
     (void)topic_len;   /* a topic with an embedded NUL is used up to it */
+    atomic_store(&c->in_message, 1);
     handle_message(c, topic, msg->payload, len, msg->dup, by);
     if (*by)
         confirm(c, by, msg->payload, len);
     atomic_store(&c->last_message_us, ts_mono_us());
+    atomic_store(&c->in_message, 0);
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
     return 1;
@@ -716,7 +719,7 @@ int consumer_drained(const struct consumer *c, int idle_ms)
 {
     struct consumer *m = (struct consumer *)c;
     int64_t left = atomic_load(&m->left_us), last = atomic_load(&m->last_message_us);
-    if (!left)
+    if (!left || atomic_load(&m->in_message))
         return 0;
     return ts_mono_us() - (last > left ? last : left) >= (int64_t)idle_ms * 1000;
 }

@@ -83,9 +83,10 @@ void consumer_destroy(struct consumer *c);
  * Returns buf. Shared with main.c. */
 const char *storage_log_value(const char *s, char *buf, size_t len);
 
-/* Retiring (cfg->retire): whether the shared subscription is left and no
- * message came for idle_ms since: the session has given what it held (a
- * message still queued for it follows the last one at once). */
+/* Retiring (cfg->retire): whether the shared subscription is left, no
+ * message is being handled (a database outage's retries included) and none
+ * came for idle_ms: the session has given what it held (a message still
+ * queued for it follows the last one at once). */
 int consumer_drained(const struct consumer *c, int idle_ms);
 
 /* A consistent-enough snapshot of the counters (each read atomically). */
