@@ -32,7 +32,8 @@ struct storage_config {
      * and unique per replica: two clients with one id kick each other off,
      * and paho's automatic reconnect turns that into endless flapping. The
      * hostname default is only as stable as the hostname (a re-created
-     * container gets a new one and leaves its old session behind). */
+     * container gets a new one and leaves its old session behind: compose
+     * names storage by slot instead, compose/entrypoint.sh). */
     char client_id[STORAGE_CLIENT_ID_MAX + 1];   /* retire, when set */
     char topic_filter[512];     /* "$share/<group>/<prefix>/#" */
     char mqtt_password[257];    /* from MQTT_PASSWORD_FILE, else MQTT_PASSWORD */
