@@ -654,7 +654,7 @@ int consumer_start(struct consumer *c, char *err, size_t errlen)
     return 0;
 }
 
-void consumer_stop(struct consumer *c, int timeout_ms, int end_session)
+int consumer_stop(struct consumer *c, int timeout_ms, int end_session)
 {
     pthread_mutex_lock(&c->mu);
     c->stop = 1;
@@ -678,7 +678,7 @@ void consumer_stop(struct consumer *c, int timeout_ms, int end_session)
     if (rc != MQTTASYNC_SUCCESS) {
         /* Not connected (e.g. reconnecting): this also stops the retries. */
         log_info("mqtt.disconnected", "connected=0 code=%d", rc);
-        return;
+        return 0;
     }
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
@@ -689,6 +689,7 @@ void consumer_stop(struct consumer *c, int timeout_ms, int end_session)
     int done = c->disconnected;
     pthread_mutex_unlock(&c->mu);
     log_info("mqtt.disconnected", "connected=1 clean=%d", done);
+    return done;
 }
 
 void consumer_destroy(struct consumer *c)

@@ -70,8 +70,10 @@ int consumer_start(struct consumer *c, char *err, size_t errlen);
  * contract above: the process exits), then MQTTAsync_disconnect with
  * timeout_ms for in-flight acknowledgements, waiting at most about that
  * long. The session stays on the broker, unless end_session (a session
- * expiry of 0 in the DISCONNECT: what it still holds is dropped). */
-void consumer_stop(struct consumer *c, int timeout_ms, int end_session);
+ * expiry of 0 in the DISCONNECT: what it still holds is dropped). Returns 1
+ * when the broker took the DISCONNECT, 0 when it was not sent or not
+ * confirmed in time. */
+int consumer_stop(struct consumer *c, int timeout_ms, int end_session);
 
 /* Destroys the paho client (waits for a running callback to finish) and
  * frees the consumer. NULL is fine. The db is not touched. */

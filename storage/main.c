@@ -196,11 +196,18 @@ int main(int argc, char **argv)
             ;
         status = why == 'F' ? 1 : 0;
         if (!why) {
-            consumer_stop(consumer, DISCONNECT_TIMEOUT_MS, 1);
+            int ended = consumer_stop(consumer, DISCONNECT_TIMEOUT_MS, 1);
             consumer_get_stats(consumer, &st);
-            log_info("storage.retired", "client_id=%s messages=%llu inserted=%llu "
-                     "msg=\"session ended: the broker hands this id nothing more\"",
-                     cfg.client_id, st.messages, st.readings_inserted);
+            if (ended)
+                log_info("storage.retired", "client_id=%s messages=%llu inserted=%llu "
+                         "msg=\"session ended: the broker hands this id nothing more\"",
+                         cfg.client_id, st.messages, st.readings_inserted);
+            else
+                log_error("storage.retire_failed", "client_id=%s messages=%llu "
+                          "msg=\"the DISCONNECT that ends the session did not go through "
+                          "(connection lost?): run --retire again\"", cfg.client_id,
+                          st.messages);
+            status = ended ? 0 : 1;
             goto out;
         }
     } else {
