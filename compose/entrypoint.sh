@@ -35,8 +35,8 @@ claim_slot() {
     fi
     n=$((n + 1))
   done
-  echo "sf-entrypoint: no slot to lock in $slots (a volume writable by uid $(id -u)):" \
-       "named $name, which a recreated container will not reuse" >&2
+  echo "sf-entrypoint: no free slot in $slots (needs a volume writable by uid $(id -u)," \
+       "at most 64 of a service): named $name, which a recreated container will not reuse" >&2
 }
 
 case "${1:-}" in

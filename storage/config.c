@@ -214,19 +214,12 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
             return STORAGE_CONFIG_ERR;
         }
     }
-    if (*c->retire) {
-        /* Storage's own id alphabet (storage_client_id()): it is logged. */
-        if (strspn(c->retire, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                              "0123456789._-") != strlen(c->retire)) {
-            snprintf(err, errlen, "STORAGE_RETIRE (--retire): '%s' holds a character "
-                     "other than [A-Za-z0-9._-]", c->retire);
-            return STORAGE_CONFIG_ERR;
-        }
-        snprintf(c->client_id, sizeof c->client_id, "%s", c->retire);
-        c->http_port = 0;   /* beside a running storage: its port is taken */
-        return STORAGE_CONFIG_OK;
-    }
-    if (storage_client_id(c->client_id_opt, NULL, c->client_id, sizeof c->client_id) < 0) {
+    /* Retiring, the session to end is the id; beside a running storage,
+     * whose HTTP port is taken, there is no listener. */
+    if (*c->retire)
+        c->http_port = 0;
+    if (storage_client_id(*c->retire ? c->retire : c->client_id_opt, NULL, c->client_id,
+                          sizeof c->client_id) < 0) {
         snprintf(err, errlen, "STORAGE_CLIENT_ID (--client-id): the default "
                  "storage-<hostname> is longer than %d bytes: set it", STORAGE_CLIENT_ID_MAX);
         return STORAGE_CONFIG_ERR;

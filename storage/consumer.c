@@ -41,9 +41,11 @@ struct consumer {
     /* Paho's receive thread only. */
     int first_session_present;  /* from the first connect's onSuccess5; -1 unknown */
     int was_connected;          /* some connection succeeded before */
-    atomic_llong left_us;       /* retire: when the UNSUBACK came (0: not yet) */
-    atomic_llong last_message_us;  /* when the last message was handled */
-    atomic_int in_message;      /* a message is being handled (its retries too) */
+    /* Retiring only (consumer_drained): when the UNSUBACK came (0: not
+     * yet), when the last message was handled, whether one is (retries
+     * included). */
+    atomic_llong left_us, last_message_us;
+    atomic_int in_message;
     int db_up;                  /* last known state, to log transitions once */
     struct reading_batch batch; /* reused from message to message */
 
@@ -355,12 +357,16 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     char by[READING_INSTANCE_MAX + 1];
     size_t len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
     (void)topic_len;   /* a topic with an embedded NUL is used up to it */
-    atomic_store(&c->in_message, 1);
+    int retiring = *c->cfg->retire;   /* only then does consumer_drained look */
+    if (retiring)
+        atomic_store(&c->in_message, 1);
     handle_message(c, topic, msg->payload, len, msg->dup, by);
     if (*by)
         confirm(c, by, msg->payload, len);
-    atomic_store(&c->last_message_us, ts_mono_us());
-    atomic_store(&c->in_message, 0);
+    if (retiring) {
+        atomic_store(&c->last_message_us, ts_mono_us());
+        atomic_store(&c->in_message, 0);
+    }
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
     return 1;
