@@ -146,6 +146,8 @@ def run_sim(bin_dir, url, seconds, rate, connections, batch, tag, stats_interval
     """Runs sensor-sim in load mode to its end. Returns its sim.summary
     fields, its sim.stats lines (for the plot) and its own CPU and peak RSS
     (from wait4)."""
+    if seconds <= 0:   # --warmup 0; sensor-sim's --duration 0 would never end
+        return {"summary": {}, "stats": [], "status": 0, "cpu_s": 0.0, "peak_rss_kib": 0}
     argv = [str(bin_dir / "sensor-sim"), "--url", url, "--rate", str(rate),
             "--connections", str(connections), "--batch", str(batch), "--duration", str(seconds),
             "--sensors", "1000", "--stats-interval", str(stats_interval), "--drain-timeout", "30"]
@@ -662,6 +664,8 @@ def main(argv=None):
         ap.error(f"--replicas {args.replicas!r}: expected numbers, e.g. 1,3")
     if any(n < 1 or n > 16 for n in replica_counts):
         ap.error(f"--replicas {args.replicas!r}: each between 1 and 16")
+    if args.seconds <= 0 or args.warmup < 0:
+        ap.error("--seconds must be above 0 and --warmup 0 or more")
     if not 0 <= args.null_delay_us <= 1000000:
         ap.error(f"--null-delay-us {args.null_delay_us}: between 0 and 1000000")
     if not 1 <= args.storage <= 16:
