@@ -16,6 +16,17 @@
 # recreation), said on stderr. An explicit INGESTION_INSTANCE_ID or
 # STORAGE_CLIENT_ID wins.
 #
+# A storage slot whose container is gone for good (`--scale storage=N`
+# down) leaves its session in the shared subscription, collecting a share
+# of the messages for nobody. So each storage holding a slot checks the
+# others every SF_SLOT_RETIRE_S seconds (60; 0: never), and one that no
+# container held at two checks in a row it retires: holding the slot's lock,
+# it runs `storage --retire <id>`, which stores what that session holds and
+# ends it, and marks the slot <id>.retired until a container claims it. A
+# container that only restarts or is recreated takes its slot back before
+# that; a retire that fails (broker or database away) is tried again at the
+# next check. Retiring is never unsafe: whatever the session held is stored.
+#
 # sensor-sim: a SIM_ACCEPTED_LOG ending in / is a folder shared by the
 # replicas, and each writes its own <hostname>.csv in it. ingestion: sensor
 # API keys are on when docker-compose.yml mounted a file at
@@ -30,13 +41,47 @@ claim_slot() {
     # command: a slot file we may not open skips the slot, not the start;
     # the braces keep 2>/dev/null from staying on the service's stderr.
     if { command exec 9>"$slots/$1-$n.lock"; } 2>/dev/null; then
-      if flock -n 9; then name=$1-$n; return 0; fi
+      if flock -n 9; then
+        name=$1-$n
+        rm -f "$slots/$name.retired"
+        return 0
+      fi
       exec 9>&-
     fi
     n=$((n + 1))
   done
   echo "sf-entrypoint: no free slot in $slots (needs a volume writable by uid $(id -u)," \
        "at most 64 of a service): named $name, which a recreated container will not reuse" >&2
+}
+
+# Retires the storage slots of containers gone for good (above); runs in
+# the background beside storage, as long as the container does.
+retire_gone() {
+  own=$1 slots=/var/lib/sensorflow/slots every=${SF_SLOT_RETIRE_S:-60} free_before=" "
+  case "$every" in ''|*[!0-9]*) echo "sf-entrypoint: SF_SLOT_RETIRE_S=$every is not a" \
+                                      "number of seconds: slots are not retired" >&2; return ;; esac
+  [ "$every" -gt 0 ] || return 0
+  while sleep "$every"; do
+    free_now=" "
+    for f in "$slots"/storage-*.lock; do
+      id=${f##*/}
+      id=${id%.lock}
+      [ -f "$f" ] && [ "$id" != "$own" ] && [ ! -e "$slots/$id.retired" ] || continue
+      # The subshell holds the slot's lock while it looks and retires, so a
+      # container starting meanwhile takes another slot; it closes our own
+      # lock (9), so that storage --retire does not hold our slot. Exit 10:
+      # the slot is free and not retired (yet).
+      ( exec 9>&- 8>"$f"
+        flock -n 8 || exit 0
+        case "$free_before" in *" $id "*) ;; *) exit 10 ;; esac
+        echo "sf-entrypoint: no container has held $id for $every s and more:" \
+             "retiring its session (storage --retire $id)" >&2
+        if timeout 600 storage --retire "$id"; then : >"$slots/$id.retired"; exit 0; fi
+        exit 10 ) && continue
+      [ $? -eq 10 ] && free_now="$free_now$id "
+    done
+    free_before=$free_now
+  done
 }
 
 case "${1:-}" in
@@ -52,6 +97,8 @@ case "${1:-}" in
     if [ -z "${STORAGE_CLIENT_ID:-}" ]; then
       claim_slot storage
       export STORAGE_CLIENT_ID="$name"
+      # The service itself (not `storage --retire ...` in `compose run`).
+      case "$name:$#" in storage-[0-9]*:1) retire_gone "$name" & ;; esac
     fi ;;
   sensor-sim)
     case "${SIM_ACCEPTED_LOG:-}" in
