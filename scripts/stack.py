@@ -303,7 +303,10 @@ class Ports:
         """Distinct ports that are free right now, for tests that run beside
         `make run`. Taken below the kernel's ephemeral range: a port from
         bind(0) lies inside it, and any outgoing connection made before our
-        server binds (psql, health checks...) could take it meanwhile."""
+        server binds (psql, health checks...) could take it meanwhile. The
+        ingestion replicas' ports are one run (base, base+1, ...), and so are
+        the storages', as `make run` numbers them (from_env): a test may pass
+        the first of each as INGESTION_BASE_PORT and STORAGE_HTTP_PORT."""
         try:
             with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
                 eph_lo, eph_hi = (int(x) for x in f.read().split())
@@ -311,24 +314,28 @@ class Ports:
             eph_lo, eph_hi = 32768, 60999
         lo, hi = (10000, eph_lo - 1) if eph_lo > 12000 else (eph_hi + 1, 65535)
         rnd = random.SystemRandom()
-        ports = []
-        want = 5 + replicas + storages - 1
-        for _ in range(1000):
-            if len(ports) == want:
-                break
-            p = rnd.randint(lo, hi)
-            if p in ports:
-                continue
+        taken = set()
+
+        def bindable(p):
             with socket.socket() as s:  # no SO_REUSEADDR: not even TIME_WAIT
                 try:
                     s.bind(("127.0.0.1", p))
+                    return True
                 except OSError:
-                    continue
-            ports.append(p)
-        else:
-            raise StackError(f"found no {want} free ports in {lo}..{hi}")
-        return cls(ports[0], ports[1], ports[2], ports[5:5 + replicas], ports[3], ports[4],
-                   ports[5 + replicas:])
+                    return False
+
+        def run_of(n):
+            for _ in range(1000):
+                first = rnd.randint(lo, hi - n + 1)
+                ports = range(first, first + n)
+                if not taken.intersection(ports) and all(bindable(p) for p in ports):
+                    taken.update(ports)
+                    return list(ports)
+            raise StackError(f"found no run of {n} free ports in {lo}..{hi}")
+
+        (http,), (mqtt,), (pg,), (stats,) = run_of(1), run_of(1), run_of(1), run_of(1)
+        storage = run_of(storages)
+        return cls(http, mqtt, pg, run_of(replicas), storage[0], stats, storage[1:])
 
     def named(self):
         """(variable, port) pairs, for messages."""

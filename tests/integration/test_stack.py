@@ -94,7 +94,8 @@ def test_run_cli_starts_streams_and_stops_cleanly():
     """`stack.py run` as `make run` uses it, on free ports (environment
     overrides .env), with two storage processes: banner, then Ctrl-C stops
     everything, exit 0."""
-    p = stackmod.Ports.free(2)
+    # Runs of free ports: replica 2 and storage 2 take base+1 (make run's numbering).
+    p = stackmod.Ports.free(2, storages=2)
     state = tempfile.mkdtemp(prefix="sensorflow-run-")
     env = {k: v for k, v in os.environ.items() if k not in stackmod.SERVICE_VARS}
     env.update(HTTP_PORT=str(p.http), MQTT_PORT=str(p.mqtt), PG_PORT=str(p.pg),
@@ -102,7 +103,7 @@ def test_run_cli_starts_streams_and_stops_cleanly():
                STORAGE_HTTP_PORT=str(p.storage_http), STORAGE_REPLICAS="2",
                HAPROXY_STATS_PORT=str(p.stats),
                LOG_LEVEL="info", SIM_SENSORS="3", SIM_INTERVAL_S="1")
-    storage_ports = (p.storage_http, p.storage_http + 1)
+    storage_ports = tuple(p.storages)
     have_sim = os.access(bin_dir() / "sensor-sim", os.X_OK)
     cmd = [sys.executable, str(REPO / "scripts" / "stack.py"), "run", "--bin", str(bin_dir()),
            "--state", state] + ([] if have_sim else ["--no-sim"])
