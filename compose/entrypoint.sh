@@ -24,8 +24,10 @@
 # it runs `storage --retire <id>`, which stores what that session holds and
 # ends it, and marks the slot <id>.retired until a container claims it. A
 # container that only restarts or is recreated takes its slot back before
-# that; a retire that fails (broker or database away) is tried again at the
-# next check. Retiring is never unsafe: whatever the session held is stored.
+# that (one stopped for longer is retired too, and starts a new session when
+# it comes back); a retire that fails (broker or database away) is tried
+# again at the next check. Retiring is never unsafe: whatever the session
+# held is stored.
 #
 # sensor-sim: a SIM_ACCEPTED_LOG ending in / is a folder shared by the
 # replicas, and each writes its own <hostname>.csv in it. ingestion: sensor

@@ -62,8 +62,9 @@ struct consumer *consumer_create(const struct storage_config *cfg, struct db *db
  * reconnect 1..16 s, keepalive 20 s); every connection subscribes to
  * cfg->topic_filter at QoS 1 again (retiring: unsubscribes from it).
  * Returns 0, or -1 with err filled when paho refuses the options; an
- * unreachable broker is not an error: paho keeps trying. Signals that the caller wants to see on its own thread
- * must be blocked before this call: paho's threads inherit the mask. */
+ * unreachable broker is not an error: paho keeps trying. Signals that the
+ * caller wants to see on its own thread must be blocked before this call:
+ * paho's threads inherit the mask. */
 int consumer_start(struct consumer *c, char *err, size_t errlen);
 
 /* Asks the consumer to stop: a message being retried is abandoned (see the

@@ -120,6 +120,16 @@ static int start_database(struct db *db, char *why)
     }
 }
 
+/* --retire stopped (a signal, a fatal error) before the session was drained
+ * and ended: not retired, whatever was stored; returns the exit status. */
+static int retire_interrupted(const struct storage_config *cfg, int why)
+{
+    log_error("storage.retire_failed", "client_id=%s cause=%s msg=\"stopped before the "
+              "session gave all it held and ended: run --retire again\"", cfg->client_id,
+              wake_name(why));
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     struct storage_config cfg;
@@ -165,8 +175,12 @@ int main(int argc, char **argv)
     switch (start_database(db, &why)) {
     case 0: break;
     case -1:   /* stopped while waiting for the database: nothing to undo */
-        log_info("storage.stopping", "cause=%s", wake_name(why));
-        status = 0;
+        if (*cfg.retire) {
+            status = retire_interrupted(&cfg, why);
+        } else {
+            log_info("storage.stopping", "cause=%s", wake_name(why));
+            status = 0;
+        }
         goto out;
     default: goto out;
     }
@@ -194,7 +208,6 @@ int main(int argc, char **argv)
          * early (what is left stays in the session for another try). */
         while ((why = wait_wake(200)) == 0 && !consumer_drained(consumer, RETIRE_IDLE_MS))
             ;
-        status = why == 'F' ? 1 : 0;
         if (!why) {
             int ended = consumer_stop(consumer, DISCONNECT_TIMEOUT_MS, 1);
             consumer_get_stats(consumer, &st);
@@ -210,6 +223,7 @@ int main(int argc, char **argv)
             status = ended ? 0 : 1;
             goto out;
         }
+        status = retire_interrupted(&cfg, why);
     } else {
         while ((why = wait_wake(-1)) == 0)
             ;

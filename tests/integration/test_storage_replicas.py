@@ -9,10 +9,13 @@ killed mid-stream and comes back under its client id."""
 
 import concurrent.futures
 import json
+import os
 import re
+import signal
 import subprocess
+import tempfile
 
-from sfhelp import Api, now_us, rfc3339, rows, wait_for
+from sfhelp import Api, bin_dir, now_us, rfc3339, rows, wait_for
 from test_metrics import scrape, val
 
 STACK_STORAGES = 2
@@ -160,3 +163,31 @@ def test_a_retired_storage_id_drained_and_ended(own_stack):
         assert first() - before == n
     finally:
         st.start_service("storage-2")
+
+
+def test_a_retire_stopped_early_exits_1():
+    """`storage --retire` stopped (SIGTERM) before the session was drained and
+    ended has not retired it: exit 1 and storage.retire_failed, so that a
+    caller (compose's entrypoint, an operator's script) tries again instead
+    of taking the id for retired. Here it never gets past the database."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("STORAGE_", "MQTT_", "DATABASE_"))}
+    env.update(MQTT_URL="tcp://127.0.0.1:1", DATABASE_URL="postgresql://x@127.0.0.1:1/x")
+    with tempfile.TemporaryFile("w+") as log:
+        p = subprocess.Popen([str(bin_dir() / "storage"), "--retire", "storage-9"], env=env,
+                             stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            def out():
+                log.seek(0)
+                return log.read()
+            # Its signal handlers are in place once it tries the database.
+            wait_for(lambda: " db.connect_failed " in out(), 30, "storage --retire retrying")
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        text = out()
+    assert p.returncode == 1, text
+    assert " storage.retire_failed client_id=storage-9 cause=SIGTERM " in text, text
+    assert " storage.retired " not in text, text
