@@ -236,6 +236,71 @@ static const char *json_kind(const json_t *v)
     return "?";
 }
 
+/* s (n bytes of valid UTF-8, no NUL: jansson refuses \u0000 without
+ * JSON_ALLOW_NUL) as a JSON string at out, which has room for 6 * n + 2
+ * bytes; escaped as jansson's json_dumps escapes (\" \\ \b \f \n \r \t,
+ * other control characters as \u00XX, the rest as it is: the unit test
+ * compares the two). Returns the bytes written. */
+static size_t put_json_string(char *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *p = out;
+    *p++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = NULL;
+        switch (c) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\b': esc = "\\b"; break;
+        case '\f': esc = "\\f"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        }
+        if (esc) {
+            *p++ = esc[0];
+            *p++ = esc[1];
+        } else if (c < 0x20) {
+            memcpy(p, "\\u00", 4);
+            p[4] = hex[c >> 4];
+            p[5] = hex[c & 15];
+            p += 6;
+        } else {
+            *p++ = (char)c;
+        }
+    }
+    *p++ = '"';
+    return (size_t)(p - out);
+}
+
+/* A validated tags object as compact JSON, in its order: what
+ * json_dumps(tags, JSON_COMPACT) gives, in about a sixth of the
+ * instructions (callgrind), twice per reading (ingestion parses the
+ * request's tags, storage the message's). NULL on OOM. */
+static char *tags_dump(const json_t *tags)
+{
+    const char *key;
+    json_t *val;
+    size_t cap = 3;   /* {} and the NUL */
+    json_object_foreach((json_t *)tags, key, val)
+        cap += 6 * (strlen(key) + json_string_length(val)) + 6;
+    char *out = malloc(cap), *p = out;
+    if (!out)
+        return NULL;
+    *p++ = '{';
+    json_object_foreach((json_t *)tags, key, val) {
+        if (p != out + 1)
+            *p++ = ',';
+        p += put_json_string(p, key, strlen(key));
+        *p++ = ':';
+        p += put_json_string(p, json_string_value(val), json_string_length(val));
+    }
+    *p++ = '}';
+    *p = '\0';
+    return out;
+}
+
 /* Validates a tags object and serialises it compactly into *out. */
 static int parse_tags(const json_t *tags, long idx, char **out, struct reading_error *err)
 {
@@ -255,8 +320,7 @@ static int parse_tags(const json_t *tags, long idx, char **out, struct reading_e
             return fail(err, idx, "tags", "tag keys must be 1..%d bytes and values at most %d",
                         READING_TAG_LEN_MAX, READING_TAG_LEN_MAX);
     }
-    *out = json_dumps(tags, JSON_COMPACT);
-    if (!*out)
+    if (!(*out = tags_dump(tags)))
         return fail_oom(err, idx, "tags");
     return 0;
 }
@@ -579,6 +643,14 @@ static int msg_printf(struct reading_msg *m, const char *fmt, ...)
     }
 }
 
+/* Appends n bytes; room must have been reserved (msg_reserve). */
+static void msg_put(struct reading_msg *m, const char *s, size_t n)
+{
+    memcpy(m->buf + m->len, s, n);
+    m->len += n;
+}
+#define MSG_LIT(m, lit) msg_put((m), (lit), sizeof(lit) - 1)
+
 int reading_msg_init(struct reading_msg *m, const char *instance)
 {
     memset(m, 0, sizeof *m);
@@ -588,24 +660,53 @@ int reading_msg_init(struct reading_msg *m, const char *instance)
     return msg_printf(m, "{\"v\":1,\"by\":\"%s\",\"readings\":[", instance);
 }
 
+/* u in decimal into out (room for 20 digits), no NUL; returns the length. */
+static size_t put_u64(char *out, uint64_t u)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* v in decimal into out (room for 21 bytes), no NUL; returns the length. */
+static size_t put_i64(char *out, int64_t v)
+{
+    if (v >= 0)
+        return put_u64(out, (uint64_t)v);
+    out[0] = '-';
+    return 1 + put_u64(out + 1, (uint64_t)0 - (uint64_t)v);
+}
+
 size_t reading_format_number(double v, char buf[READING_NUMBER_MAX])
 {
     /* k / 1e6 is correctly rounded, and so is strtod of the decimal k * 1e-6:
      * both are the double nearest the same real number. So when k / 1e6 == v
      * (k below 2^53, exact), the decimal of k millionths reads back as v.
-     * Integers print cheaply; %.17g of a double runs glibc's big-number
-     * code (perf: hack_digit, __mpn_divrem). */
+     * Written by hand (170 instructions, against 1 500 with snprintf);
+     * %.17g of a double runs glibc's big-number code (perf: hack_digit,
+     * __mpn_divrem). */
     double scaled = v * 1e6;
     long long k = isfinite(scaled) && fabs(scaled) < 9007199254740992.0 ? llround(scaled) : 0;
     int n;
     if ((double)k / 1e6 == v) {   /* k = 0 for v = 0 too: "0" */
-        unsigned long long u = k < 0 ? (unsigned long long)-k : (unsigned long long)k;
-        n = snprintf(buf, READING_NUMBER_MAX, "%s%llu.%06llu", k < 0 ? "-" : "", u / 1000000,
-                     u % 1000000);
-        while (buf[n - 1] == '0')   /* "21.530000" -> "21.53", "100.000000" -> "100" */
-            n--;
-        if (buf[n - 1] == '.')
-            n--;
+        uint64_t u = k < 0 ? (uint64_t)-k : (uint64_t)k, frac = u % 1000000;
+        n = 0;
+        if (k < 0)
+            buf[n++] = '-';
+        n += (int)put_u64(buf + n, u / 1000000);
+        if (frac) {   /* 21.530000 -> "21.53", 100.000000 -> "100" */
+            buf[n++] = '.';
+            for (uint64_t div = 100000; frac; div /= 10) {
+                buf[n++] = (char)('0' + frac / div);
+                frac %= div;
+            }
+        }
         buf[n] = '\0';
         return (size_t)n;
     }
@@ -618,20 +719,43 @@ int reading_msg_add(struct reading_msg *m, const struct reading *r)
     /* sensor_id, type and units come from fixed alphabets, tags_json is
      * already valid JSON: nothing here needs escaping. The numbers
      * round-trip (reading_format_number). */
-    char value[READING_NUMBER_MAX], raw[READING_NUMBER_MAX];
-    reading_format_number(r->value, value);
-    reading_format_number(r->raw_value, raw);
-    if (msg_printf(m, "%s{\"sensor_id\":\"%s\",\"type\":\"%s\",\"ts_us\":%lld,"
-                      "\"value\":%s,\"unit\":\"%s\",\"raw_value\":%s,"
-                      "\"raw_unit\":\"%s\",\"received_at_us\":%lld",
-                   m->count ? "," : "", r->sensor_id, types[r->type].name,
-                   (long long)r->ts_us, value, types[r->type].canonical, raw,
-                   r->raw_unit, (long long)r->received_at_us) < 0)
+    char value[READING_NUMBER_MAX], raw[READING_NUMBER_MAX], ts[24], rcv[24];
+    size_t value_len = reading_format_number(r->value, value);
+    size_t raw_len = reading_format_number(r->raw_value, raw);
+    size_t ts_len = put_i64(ts, r->ts_us), rcv_len = put_i64(rcv, r->received_at_us);
+    const char *type = types[r->type].name, *unit = types[r->type].canonical;
+    size_t id_len = strlen(r->sensor_id), type_len = strlen(type), unit_len = strlen(unit);
+    size_t raw_unit_len = strlen(r->raw_unit);
+    size_t tags_len = r->tags_json ? strlen(r->tags_json) : 0;
+    /* Piece by piece rather than snprintf: 1 500 instructions a reading
+     * instead of 8 200 (callgrind), on ingestion's hot path. */
+    if (msg_reserve(m, 160 + id_len + type_len + unit_len + raw_unit_len + value_len +
+                       raw_len + ts_len + rcv_len + tags_len) < 0)
         return -1;
-    if (r->tags_json && msg_printf(m, ",\"tags\":%s", r->tags_json) < 0)
-        return -1;
-    if (msg_printf(m, "}") < 0)
-        return -1;
+    if (m->count)
+        MSG_LIT(m, ",");
+    MSG_LIT(m, "{\"sensor_id\":\"");
+    msg_put(m, r->sensor_id, id_len);
+    MSG_LIT(m, "\",\"type\":\"");
+    msg_put(m, type, type_len);
+    MSG_LIT(m, "\",\"ts_us\":");
+    msg_put(m, ts, ts_len);
+    MSG_LIT(m, ",\"value\":");
+    msg_put(m, value, value_len);
+    MSG_LIT(m, ",\"unit\":\"");
+    msg_put(m, unit, unit_len);
+    MSG_LIT(m, "\",\"raw_value\":");
+    msg_put(m, raw, raw_len);
+    MSG_LIT(m, ",\"raw_unit\":\"");
+    msg_put(m, r->raw_unit, raw_unit_len);
+    MSG_LIT(m, "\",\"received_at_us\":");
+    msg_put(m, rcv, rcv_len);
+    if (r->tags_json) {
+        MSG_LIT(m, ",\"tags\":");
+        msg_put(m, r->tags_json, tags_len);
+    }
+    MSG_LIT(m, "}");
+    m->buf[m->len] = '\0';
     m->count++;
     return 0;
 }
@@ -665,8 +789,15 @@ int reading_msg_add_rid(struct reading_msg *m, const char *rid)
         m->rids = b;
         m->rids_cap = cap;
     }
-    m->rids_len += (size_t)snprintf(m->rids + m->rids_len, m->rids_cap - m->rids_len,
-                                    "%s\"%s\"", m->nrids ? "," : "", rid);
+    char *p = m->rids + m->rids_len;
+    if (m->nrids)
+        *p++ = ',';
+    *p++ = '"';
+    memcpy(p, rid, n);
+    p += n;
+    *p++ = '"';
+    *p = '\0';
+    m->rids_len = (size_t)(p - m->rids);
     m->nrids++;
     return 0;
 }

@@ -917,6 +917,50 @@ static void test_body_tags(void **state)
     reject("{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":1,\"tags\":5}", 0, "tags");
 }
 
+/* The tags' compact JSON is byte for byte what json_dumps(JSON_COMPACT)
+ * writes (reading.c serialises them itself, for speed): every control
+ * character, quotes, backslashes, '/', DEL and UTF-8 of each length, in
+ * keys and values, in the order sent. */
+static void test_body_tags_as_jansson_writes_them(void **state)
+{
+    (void)state;
+    char tags[4096];
+    size_t n = 0;
+    n += (size_t)snprintf(tags + n, sizeof tags - n, "{\"z\":\"last\",\"ctl\":\"");
+    for (int c = 1; c < 0x20; c++)
+        n += (size_t)snprintf(tags + n, sizeof tags - n, "\\u%04x", c);
+    n += (size_t)snprintf(tags + n, sizeof tags - n,
+                          "\",\"q\\\"k\\\\\":\"a\\\"b\\\\c\\/d/e\x7f\","
+                          "\"caf\xc3\xa9\":\"\xe2\x82\xac \xf0\x9f\x8c\xa1 \\u00e9\\ud83c\\udf21\","
+                          "\"a\":\"\"}");
+    char body[5000];
+    snprintf(body, sizeof body, "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":1,"
+             "\"tags\":%s}", tags);
+    struct reading_batch b;
+    accept_into(body, &LIM, &b);
+    json_error_t je;
+    json_t *t = json_loads(tags, 0, &je);
+    assert_non_null(t);
+    char *want = json_dumps(t, JSON_COMPACT);
+    assert_non_null(want);
+    assert_string_equal(b.v[0].tags_json, want);
+    /* And what storage decodes from ingestion's message is the same again. */
+    struct reading_msg m;
+    assert_int_equal(reading_msg_init(&m, "ing-1"), 0);
+    assert_int_equal(reading_msg_add(&m, &b.v[0]), 0);
+    assert_int_equal(reading_msg_finish(&m), 0);
+    struct reading_batch out = { 0 };
+    struct reading_error err;
+    char by[READING_INSTANCE_MAX + 1];
+    assert_int_equal(reading_decode_message(m.buf, m.len, by, sizeof by, NULL, 0, &out, &err), 0);
+    assert_string_equal(out.v[0].tags_json, want);
+    reading_batch_free(&out);
+    reading_msg_free(&m);
+    free(want);
+    json_decref(t);
+    reading_batch_free(&b);
+}
+
 static void test_body_tag_lengths(void **state)
 {
     (void)state;
@@ -1813,6 +1857,7 @@ int main(void)
         cmocka_unit_test_teardown(test_body_ts_future_limit, teardown),
         cmocka_unit_test_teardown(test_ts_huge_future_limit, teardown),
         cmocka_unit_test_teardown(test_body_tags, teardown),
+        cmocka_unit_test_teardown(test_body_tags_as_jansson_writes_them, teardown),
         cmocka_unit_test_teardown(test_body_tag_lengths, teardown),
         cmocka_unit_test_teardown(test_body_all_or_nothing, teardown),
         cmocka_unit_test_teardown(test_batch_clear_and_free, teardown),
