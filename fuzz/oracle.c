@@ -178,3 +178,34 @@ void fuzz_check_message_round_trip(const char *instance, const struct reading *v
     reading_batch_free(&out);
     reading_msg_free(&m);
 }
+
+void fuzz_check_decoders_agree(const uint8_t *data, size_t size)
+{
+    struct reading_batch fast, ref;
+    struct reading_error ferr, rerr;
+    char fby[READING_INSTANCE_MAX + 1] = "", rby[READING_INSTANCE_MAX + 1] = "";
+    char frids[48] = "", rrids[48] = "";
+    fuzz_batch_init(&fast);
+    fuzz_batch_init(&ref);
+    memset(&ferr, 0, sizeof ferr);
+    memset(&rerr, 0, sizeof rerr);
+    int frc = reading_decode_message(data, size, fby, sizeof fby, frids, sizeof frids, &fast,
+                                     &ferr);
+    int rrc = reading_decode_message_jansson(data, size, rby, sizeof rby, rrids, sizeof rrids,
+                                             &ref, &rerr);
+    CHECK(frc == rrc, "reading_decode_message %d, through jansson %d (%s: %s)", frc, rrc,
+          frc ? ferr.field : rerr.field, frc ? ferr.message : rerr.message);
+    if (frc == 0) {
+        CHECK(!strcmp(fby, rby), "by %s != %s", fby, rby);
+        CHECK(!strcmp(frids, rrids), "rids %s != %s", frids, rrids);
+        CHECK(fast.n == ref.n, "%zu readings, through jansson %zu", fast.n, ref.n);
+        for (size_t i = 0; i < fast.n; i++)
+            check_same_reading(&fast.v[i], &ref.v[i], i);
+    } else {
+        CHECK(ferr.index == rerr.index && !strcmp(ferr.field, rerr.field) &&
+              !strcmp(ferr.message, rerr.message), "errors differ: [%ld] %s: %s / [%ld] %s: %s",
+              ferr.index, ferr.field, ferr.message, rerr.index, rerr.field, rerr.message);
+    }
+    reading_batch_free(&fast);
+    reading_batch_free(&ref);
+}

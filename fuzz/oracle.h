@@ -52,4 +52,9 @@ void fuzz_check_parsed_reading(const struct reading *r);
  * accepts it and gives back "by" and every field bit for bit. */
 void fuzz_check_message_round_trip(const char *instance, const struct reading *v, size_t n);
 
+/* reading_decode_message (which reads ingestion's own form without jansson)
+ * and reading_decode_message_jansson give the same answer for these bytes:
+ * the same readings, by and rids, or the same error. */
+void fuzz_check_decoders_agree(const uint8_t *data, size_t size);
+
 #endif

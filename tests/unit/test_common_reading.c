@@ -1295,6 +1295,167 @@ static void test_msg_round_trip(void **state)
     round_trip("Az09._:-", rs + 1, 1);
 }
 
+/* Both decoders on the same bytes: the same readings, by and rids, or the
+ * same error. */
+static void decoders_agree(const char *buf, size_t len)
+{
+    struct reading_batch fast = { 0 }, ref = { 0 };
+    struct reading_error ferr, rerr;
+    char fby[READING_INSTANCE_MAX + 1] = "", rby[READING_INSTANCE_MAX + 1] = "";
+    char frids[40] = "", rrids[40] = "";
+    memset(&ferr, 0, sizeof ferr);
+    memset(&rerr, 0, sizeof rerr);
+    int frc = reading_decode_message(buf, len, fby, sizeof fby, frids, sizeof frids, &fast,
+                                     &ferr);
+    int rrc = reading_decode_message_jansson(buf, len, rby, sizeof rby, rrids, sizeof rrids,
+                                             &ref, &rerr);
+    if (frc != rrc)
+        fail_msg("decoders disagree (%d, jansson %d: %s) on %.*s", frc, rrc, rerr.message,
+                 (int)len, buf);
+    if (frc == 0) {
+        assert_string_equal(fby, rby);
+        assert_string_equal(frids, rrids);
+        assert_int_equal(fast.n, ref.n);
+        for (size_t i = 0; i < fast.n; i++)
+            assert_same_reading(&fast.v[i], &ref.v[i], i);
+    } else {
+        assert_int_equal(ferr.index, rerr.index);
+        assert_string_equal(ferr.field, rerr.field);
+        assert_string_equal(ferr.message, rerr.message);
+    }
+    reading_batch_free(&fast);
+    reading_batch_free(&ref);
+}
+
+static uint64_t xorshift(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* reading_decode_message reads ingestion's own form without jansson, and
+ * leaves the rest to reading_decode_message_jansson: for random messages as
+ * reading_msg_* write them (tags with escapes and UTF-8 too, request ids
+ * cut to fit), and for thousands of one-byte changes of them, the two
+ * agree. */
+static void test_msg_decoders_agree(void **state)
+{
+    (void)state;
+    static const char *units[][3] = { { "C", "F", "K" }, { "%", "%", "%" },
+                                      { "hPa", "Pa", "kPa" } };
+    /* As JSON string contents: escapes, UTF-8 raw and escaped, DEL, '/'. */
+    static const char *tagtext[] = { "a", "room", "x\\\"y", "b\\\\s", "nl\\n",
+                                     "caf\xc3\xa9", "", "\x7f", "k/v", "e\xf0\x9f\x98\x80",
+                                     "\\u00e9", "\\u001f" };
+    static const char mut[] = "0123456789-+.eE\",:{}[] \\nul\x80\xff";
+    uint64_t x = 0x2545F4914F6CDD1DULL;
+#define NEXT() xorshift(&x)
+    for (int round = 0; round < 300; round++) {
+        struct reading_msg m;
+        assert_int_equal(reading_msg_init(&m, round % 2 ? "ingestion-1" : "i.2"), 0);
+        size_t n = 1 + NEXT() % 5;
+        char tags[5][256];
+        for (size_t i = 0; i < n; i++) {
+            struct reading r;
+            memset(&r, 0, sizeof r);
+            snprintf(r.sensor_id, sizeof r.sensor_id, "s-%llu", (unsigned long long)(NEXT() % 1000));
+            r.type = (enum reading_type)(NEXT() % 3);
+            const char *unit = units[r.type][NEXT() % 3];
+            switch (NEXT() % 3) {
+            case 0: r.raw_value = (double)(int64_t)(NEXT() % 100000) / 100.0; break;
+            case 1: r.raw_value = (double)(NEXT() % 1000) / 7.0; break;
+            default: r.raw_value = (double)(NEXT() % 50); break;
+            }
+            if (reading_convert(r.type, unit, r.raw_value, &r.value, &r.raw_unit) < 0) {
+                r.raw_value = r.value = 0;
+                r.raw_unit = reading_canonical_unit(r.type);
+            }
+            r.ts_us = (int64_t)(NEXT() % 4000000000000000ULL) - 1000000000000000LL;
+            r.received_at_us = 1795341600000000LL + (int64_t)(NEXT() % 1000000);
+            if (NEXT() % 3) {
+                size_t k = NEXT() % 3, len = 1;
+                tags[i][0] = '{';
+                for (size_t j = 0; j < k; j++)
+                    len += (size_t)snprintf(tags[i] + len, sizeof tags[i] - len,
+                                            "%s\"k%zu%s\":\"%s\"", j ? "," : "", j,
+                                            NEXT() % 4 ? "" : "\\t",
+                                            tagtext[NEXT() % 12]);
+                snprintf(tags[i] + len, sizeof tags[i] - len, "}");
+                /* Through the HTTP parser, so that tags_json is what it makes. */
+                char body[1400];
+                snprintf(body, sizeof body, "{\"sensor_id\":\"s\",\"type\":\"humidity\","
+                         "\"value\":1,\"tags\":%s}", tags[i]);
+                struct reading_batch b = { 0 };
+                struct reading_error err;
+                if (reading_parse_body(body, strlen(body), &LIM, NOW, &b, &err) == 0) {
+                    r.tags_json = b.v[0].tags_json;
+                    b.v[0].tags_json = NULL;
+                }
+                reading_batch_free(&b);
+            }
+            assert_int_equal(reading_msg_add(&m, &r), 0);
+            free(r.tags_json);
+            for (unsigned long long j = NEXT() % 4; j > 0; j--) {
+                char rid[32];
+                snprintf(rid, sizeof rid, "%08llx-%llu", (unsigned long long)(NEXT() & 0xffffffff),
+                         j);
+                assert_int_equal(reading_msg_add_rid(&m, rid), 0);
+            }
+        }
+        assert_int_equal(reading_msg_finish(&m), 0);
+        decoders_agree(m.buf, m.len);
+        char *buf = malloc(m.len + 1);
+        assert_non_null(buf);
+        for (int k = 0; k < 40; k++) {
+            size_t at = NEXT() % m.len, len = m.len;
+            memcpy(buf, m.buf, m.len);
+            switch (NEXT() % 3) {
+            case 0: buf[at] = mut[NEXT() % (sizeof mut - 1)]; break;
+            case 1: memmove(buf + at, buf + at + 1, m.len - at - 1); len--; break;
+            default:
+                memmove(buf + at + 1, buf + at, m.len - at);
+                buf[at] = mut[NEXT() % (sizeof mut - 1)];
+                len++;
+                break;
+            }
+            decoders_agree(buf, len);
+        }
+        free(buf);
+        reading_msg_free(&m);
+    }
+#undef NEXT
+    /* And the edges of what the form allows, one by one. */
+#define R0 "{\"v\":1,\"by\":\"i\",\"readings\":[{\"sensor_id\":\"s\",\"type\":\"humidity\"," \
+    "\"ts_us\":1,\"value\":50,\"unit\":\"%\",\"raw_value\":50,\"raw_unit\":\"%\"," \
+    "\"received_at_us\":2"
+    char big[2048], key[300];
+    memset(key, 'k', sizeof key);
+    static const char *edges[] = {
+        R0 "}]}", R0 ",\"tags\":{}}]}", R0 ",\"tags\":null}]}", R0 ",\"tags\":{\"a\":\"1\",\"a\":\"2\"}}]}",
+        R0 ",\"tags\":{\"\":\"1\"}}]}", R0 ",\"tags\":{\"a\":1}}]}", R0 "}],\"rids\":[]}",
+        R0 "}],\"rids\":[\"a\",\"b c\"]}", R0 "}],\"rids\":null}", R0 "} ]}", R0 "}]} ",
+        R0 "}]}x", R0 "},]}", R0 "}],\"x\":1}", "{\"v\":1,\"by\":\"i\",\"readings\":[]}",
+        R0 ",\"tags\":{\"a\":\"\\u0041\"}}]}",
+    };
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
+        decoders_agree(edges[i], strlen(edges[i]));
+    for (int keylen = 255; keylen <= 258; keylen++) {   /* 256 bytes, at most */
+        snprintf(big, sizeof big, "%s,\"tags\":{\"%.*s\":\"%.*s\"}}]}", R0, keylen, key,
+                 keylen, key);
+        decoders_agree(big, strlen(big));
+    }
+    for (int ntags = 16; ntags <= 17; ntags++) {       /* 16 tags, at most */
+        size_t len = (size_t)snprintf(big, sizeof big, "%s,\"tags\":{", R0);
+        for (int t = 0; t < ntags; t++)
+            len += (size_t)snprintf(big + len, sizeof big - len, "%s\"k%d\":\"v\"", t ? "," : "", t);
+        snprintf(big + len, sizeof big - len, "}}]}");
+        decoders_agree(big, strlen(big));
+    }
+#undef R0
+}
+
 static void test_msg_awkward_doubles(void **state)
 {
     (void)state;
@@ -1867,6 +2028,7 @@ int main(void)
         cmocka_unit_test_teardown(test_legacy_rejected, teardown),
         cmocka_unit_test_teardown(test_legacy_double_encoded_rejected, teardown),
         cmocka_unit_test_teardown(test_msg_round_trip, teardown),
+        cmocka_unit_test_teardown(test_msg_decoders_agree, teardown),
         cmocka_unit_test_teardown(test_msg_awkward_doubles, teardown),
         cmocka_unit_test_teardown(test_format_number, teardown),
         cmocka_unit_test_teardown(test_msg_digest, teardown),
