@@ -976,7 +976,7 @@ static int scan_lit(struct scan *s, const char *lit, size_t n)
 #define SCAN_LIT(s, lit) scan_lit((s), (lit), sizeof(lit) - 1)
 
 /* A string's bytes up to its closing quote (then consumed), when they are
- * printable ASCII without escapes (jansson would give the same bytes). */
+ * all 0x20..0x7f and no backslash: text jansson would give back as it is. */
 static int scan_plain_string(struct scan *s, const char **str, size_t *len)
 {
     const char *q = s->p;
