@@ -858,6 +858,31 @@ static int get_i64(const json_t *o, const char *key, int64_t *out)
     return 0;
 }
 
+/* What decode_one and scan_reading check alike once a reading's fields are
+ * read: no -0 (as in parse_one: reading_msg_add writes it "-0", which reads
+ * back as +0, so a decoded -0.0 would not survive being sent again),
+ * raw_unit a unit of the type with raw_value possible in it (sets
+ * r->raw_unit), value in range, both times in TS_MIN_US..TS_MAX_US.
+ * Returns NULL, or the field at fault. */
+static const char *check_decoded(struct reading *r, const char *raw_unit)
+{
+    double check;
+    if (r->value == 0.0)
+        r->value = 0.0;
+    if (r->raw_value == 0.0)
+        r->raw_value = 0.0;
+    if (reading_convert(r->type, raw_unit, r->raw_value, &check, &r->raw_unit) < 0)
+        return "raw_unit";
+    if (!isfinite(r->value) || r->value < types[r->type].min ||
+        r->value > types[r->type].max)
+        return "value";
+    if (r->ts_us < TS_MIN_US || r->ts_us > TS_MAX_US)
+        return "ts_us";
+    if (r->received_at_us < TS_MIN_US || r->received_at_us > TS_MAX_US)
+        return "received_at_us";
+    return NULL;
+}
+
 static int decode_one(const json_t *o, long idx, struct reading *r, struct reading_error *err)
 {
     if (!json_is_object(o))
@@ -880,26 +905,20 @@ static int decode_one(const json_t *o, long idx, struct reading *r, struct readi
         return fail(err, idx, "value", "value and raw_value must be numbers");
     r->value = json_number_value(value);
     r->raw_value = json_number_value(raw);
-    /* No -0, as in parse_one: reading_msg_add writes it "-0", which reads
-     * back as +0, so a decoded -0.0 would not survive being sent again. */
-    if (r->value == 0.0)
-        r->value = 0.0;
-    if (r->raw_value == 0.0)
-        r->raw_value = 0.0;
     const json_t *raw_unit = json_object_get(o, "raw_unit");
-    double check;
-    if (!json_is_string(raw_unit) ||
-        reading_convert(r->type, json_string_value(raw_unit), r->raw_value, &check,
-                        &r->raw_unit) < 0)
+    if (!json_is_string(raw_unit))
         return fail(err, idx, "raw_unit", "missing, unknown for the type, or value out of range");
-    if (!isfinite(r->value) || r->value < types[r->type].min ||
-        r->value > types[r->type].max)
-        return fail(err, idx, "value", "out of range for %s", types[r->type].name);
-    if (get_i64(o, "ts_us", &r->ts_us) < 0 || r->ts_us < TS_MIN_US || r->ts_us > TS_MAX_US)
+    if (get_i64(o, "ts_us", &r->ts_us) < 0)
         return fail(err, idx, "ts_us", "missing or out of range");
-    if (get_i64(o, "received_at_us", &r->received_at_us) < 0 ||
-        r->received_at_us < TS_MIN_US || r->received_at_us > TS_MAX_US)
+    if (get_i64(o, "received_at_us", &r->received_at_us) < 0)
         return fail(err, idx, "received_at_us", "missing or out of range");
+    const char *bad = check_decoded(r, json_string_value(raw_unit));
+    if (bad && !strcmp(bad, "raw_unit"))
+        return fail(err, idx, bad, "missing, unknown for the type, or value out of range");
+    if (bad && !strcmp(bad, "value"))
+        return fail(err, idx, bad, "out of range for %s", types[r->type].name);
+    if (bad)
+        return fail(err, idx, bad, "missing or out of range");
     const json_t *tags = opt_member(o, "tags");
     if (tags && parse_tags(tags, idx, &r->tags_json, err) < 0)
         return -1;
@@ -1116,13 +1135,12 @@ static int scan_tags(struct scan *s, char **out)
     return 1;
 }
 
-/* One reading as reading_msg_add writes it, checked as decode_one checks. */
+/* One reading as reading_msg_add writes it, with decode_one's checks. */
 static int scan_reading(struct scan *s, struct reading *r)
 {
     const char *str;
     size_t n;
     char type[16], unit[8], raw_unit[8];
-    double check;
     if (!SCAN_LIT(s, "{\"sensor_id\":\"") || !scan_plain_string(s, &str, &n) ||
         !reading_sensor_id_valid(str, n))
         return 0;
@@ -1138,15 +1156,7 @@ static int scan_reading(struct scan *s, struct reading *r)
         !SCAN_LIT(s, ",\"raw_unit\":\"") || !scan_name(s, raw_unit, sizeof raw_unit) ||
         !SCAN_LIT(s, ",\"received_at_us\":") || !scan_i64(s, &r->received_at_us))
         return 0;
-    if (r->value == 0.0)   /* no -0: as decode_one */
-        r->value = 0.0;
-    if (r->raw_value == 0.0)
-        r->raw_value = 0.0;
-    if (reading_convert(r->type, raw_unit, r->raw_value, &check, &r->raw_unit) < 0 ||
-        !isfinite(r->value) || r->value < types[r->type].min ||
-        r->value > types[r->type].max ||
-        r->ts_us < TS_MIN_US || r->ts_us > TS_MAX_US ||
-        r->received_at_us < TS_MIN_US || r->received_at_us > TS_MAX_US)
+    if (check_decoded(r, raw_unit))
         return 0;
     if (SCAN_LIT(s, ",\"tags\":") && !scan_tags(s, &r->tags_json))
         return 0;
