@@ -80,9 +80,10 @@ struct db_batch_result {
 };
 
 /* Stores every reading of b in one transaction: one INSERT ... SELECT FROM
- * unnest(<one array per column>) ON CONFLICT DO NOTHING, outside BEGIN and
- * COMMIT (one round trip). Readings already stored count as duplicates, so storing
- * a batch twice is harmless. DB_OK means committed. On DB_REJECTED nothing
+ * unnest(<one array per column>), outside BEGIN and COMMIT (one round trip);
+ * a plain INSERT, and if a key was already stored, again with ON CONFLICT DO
+ * NOTHING (two round trips; db.c says why). Readings already stored count as
+ * duplicates, so storing a batch twice is harmless. DB_OK means committed. On DB_REJECTED nothing
  * was stored: use db_store_rows() to save the rest. */
 int db_store_batch(struct db *db, const struct reading_batch *b, const char *ingested_by,
                    struct db_batch_result *res, char *err, size_t errlen);

@@ -199,6 +199,34 @@ def test_posting_again_changes_nothing(stack, api, stored):
     assert after == before, "rows changed when the same readings were posted again"
 
 
+def test_new_readings_beside_stored_ones_are_stored(stack, api):
+    """Storage inserts a message with a plain INSERT first and, when a key is
+    already there, again with ON CONFLICT DO NOTHING: the readings that are
+    new must not go down with the ones that are not, nor those of the
+    messages after it (stored the deduplicating way for a while)."""
+    sid = f"it-mixed-{now_us()}"
+    first = [rd(sid, "temperature", 1, "C", T0), rd(sid, "temperature", 2, "C", T1)]
+    assert api.post(V1, first).status == 202
+    wait_for(lambda: len(rows(stack, f"sensor_id = '{sid}'")) == 2, 30, f"2 rows of {sid}")
+    # One already stored beside two new ones; then one of those again, at
+    # once (often in the same MQTT message, since ingestion gathers them).
+    mixed = [rd(sid, "temperature", 2, "C", T1), rd(sid, "temperature", 3, "C", T2),
+             rd(sid, "humidity", 40, "%", T0)]
+    a = api.post(V1, mixed)
+    assert a.status == 202 and a.json["accepted"] == 3, a
+    assert api.post(V1, mixed[2]).status == 202
+    later = [rd(sid, "pressure", 1000 + i, "hPa", f"2026-01-15T11:{i // 60:02d}:{i % 60:02d}Z")
+             for i in range(150)]
+    for r in later:   # one POST each: many messages after the duplicate
+        assert api.post(V1, r).status == 202
+    barrier(stack, api)
+    got = {(r["type"], r["ts_us"]): r["raw_value"] for r in rows(stack, f"sensor_id = '{sid}'")}
+    want = {("temperature", ts_us(T0)): 1.0, ("temperature", ts_us(T1)): 2.0,
+            ("temperature", ts_us(T2)): 3.0, ("humidity", ts_us(T0)): 40.0}
+    want.update({("pressure", ts_us(r["ts"])): float(r["value"]) for r in later})
+    assert got == want
+
+
 def test_ts_absent_is_receipt_time(stack, api):
     sid = f"it-now-{now_us()}"
     t0 = now_us()
