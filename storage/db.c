@@ -513,6 +513,7 @@ int db_store_batch(struct db *db, const struct reading_batch *b, const char *ing
                    struct db_batch_result *res, char *err, size_t errlen)
 {
     const char *values[ROWFMT_NCOLS];
+    int lengths[ROWFMT_NCOLS], formats[ROWFMT_NCOLS];
     int rc;
 
     memset(res, 0, sizeof *res);
@@ -523,18 +524,22 @@ int db_store_batch(struct db *db, const struct reading_batch *b, const char *ing
     rowfmt_arrays_reset(&db->arrays);
     for (size_t i = 0; i < b->n; i++)
         rowfmt_arrays_add(&db->arrays, &b->v[i]);
-    if (rowfmt_arrays_finish(&db->arrays, values) < 0) {
+    if (rowfmt_arrays_finish(&db->arrays, values, lengths) < 0) {
         snprintf(err, errlen, "out of memory formatting %zu readings", b->n);
         return DB_RETRY;
     }
+    for (int i = 0; i < ROWFMT_NARRAYS; i++)
+        formats[i] = 1;   /* binary */
     values[ROWFMT_NCOLS - 1] = ingested_by;
+    lengths[ROWFMT_NCOLS - 1] = 0;
+    formats[ROWFMT_NCOLS - 1] = 0;   /* text */
 
     /* One statement outside BEGIN/COMMIT is its own transaction, committed
      * before the server answers: an OK here is a commit (a failing commit
      * is the result libpq returns last, so it is never mistaken for one). */
     PGresult *r = NULL;
     if (db->dedup_left <= 0) {
-        r = PQexecPrepared(db->conn, STORE_NEW, ROWFMT_NCOLS, values, NULL, NULL, 0);
+        r = PQexecPrepared(db->conn, STORE_NEW, ROWFMT_NCOLS, values, lengths, formats, 0);
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         if (PQresultStatus(r) != PGRES_COMMAND_OK && state && !strcmp(state, "23505") &&
             PQstatus(db->conn) == CONNECTION_OK) {
@@ -546,7 +551,7 @@ int db_store_batch(struct db *db, const struct reading_batch *b, const char *ing
         db->dedup_left--;
     }
     if (!r)
-        r = PQexecPrepared(db->conn, STORE_DEDUP, ROWFMT_NCOLS, values, NULL, NULL, 0);
+        r = PQexecPrepared(db->conn, STORE_DEDUP, ROWFMT_NCOLS, values, lengths, formats, 0);
     if (PQresultStatus(r) == PGRES_COMMAND_OK) {
         res->inserted = cmd_tuples(r);
         res->duplicates = (long)b->n - res->inserted;

@@ -1,4 +1,4 @@
-/* rowfmt.c -- readings as database rows (array literals or parameters). */
+/* rowfmt.c -- readings as database rows (binary arrays or text parameters). */
 #include "rowfmt.h"
 
 #include <stdint.h>
@@ -51,32 +51,64 @@ static void put(struct rowbuf *b, const char *s, size_t n)
     }
 }
 
-static void putc1(struct rowbuf *b, char c)
+static void put_be32(struct rowbuf *b, uint32_t v)
 {
-    put(b, &c, 1);
+    unsigned char x[4] = { (unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                           (unsigned char)(v >> 8), (unsigned char)v };
+    put(b, (const char *)x, sizeof x);
 }
 
-/* Appends s as one double-quoted array element: inside quotes only the
- * backslash and the double quote are special (array_in); NULL is the
- * unquoted marker. */
-static void array_elem(struct rowbuf *b, const char *s)
+static void put_be64(struct rowbuf *b, uint64_t v)
 {
-    putc1(b, b->len ? ',' : '{');
-    if (!s) {
-        put(b, "NULL", 4);
-        return;
-    }
-    putc1(b, '"');
-    while (*s) {
-        size_t run = strcspn(s, "\\\"");
-        put(b, s, run);
-        s += run;
-        if (!*s)
-            break;
-        putc1(b, '\\');
-        putc1(b, *s++);
-    }
-    putc1(b, '"');
+    put_be32(b, (uint32_t)(v >> 32));
+    put_be32(b, (uint32_t)v);
+}
+
+/* The element types' pg_type OIDs (stable since forever), by column. */
+static const uint32_t elem_oid[ROWFMT_NARRAYS] = {
+    25, 25, 1184, 701, 25, 701, 25, 3802, 1184,   /* text, timestamptz, float8, jsonb */
+};
+
+/* Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01T00:00:00Z. */
+#define PG_EPOCH_US (946684800LL * 1000000)
+#define ARRAY_HEADER 20   /* ndim, flags, element type, then length and lower bound */
+
+/* A NULL element: length -1. */
+static void elem_null(struct rowbuf *b)
+{
+    put_be32(b, UINT32_MAX);
+}
+
+static void elem_text(struct rowbuf *b, const char *s)
+{
+    size_t n = strlen(s);
+    put_be32(b, (uint32_t)n);   /* at most a message's size: well under 2^31 */
+    put(b, s, n);
+}
+
+/* timestamptz_recv: int64 microseconds since PostgreSQL's epoch. */
+static void elem_ts(struct rowbuf *b, int64_t unix_us)
+{
+    put_be32(b, 8);
+    put_be64(b, (uint64_t)(unix_us - PG_EPOCH_US));
+}
+
+/* float8recv: the IEEE 754 bits, most significant byte first. */
+static void elem_float8(struct rowbuf *b, double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    put_be32(b, 8);
+    put_be64(b, bits);
+}
+
+/* jsonb_recv: format version 1, then the JSON text. */
+static void elem_jsonb(struct rowbuf *b, const char *s)
+{
+    size_t n = strlen(s);
+    put_be32(b, (uint32_t)n + 1);
+    put(b, "\1", 1);
+    put(b, s, n);
 }
 
 void rowfmt_arrays_reset(struct rowfmt_arrays *a)
@@ -84,6 +116,7 @@ void rowfmt_arrays_reset(struct rowfmt_arrays *a)
     for (int i = 0; i < ROWFMT_NARRAYS; i++)
         rowbuf_reset(&a->col[i]);
     a->n = 0;
+    a->tags_null = 0;
 }
 
 void rowfmt_arrays_free(struct rowfmt_arrays *a)
@@ -91,37 +124,74 @@ void rowfmt_arrays_free(struct rowfmt_arrays *a)
     for (int i = 0; i < ROWFMT_NARRAYS; i++)
         rowbuf_free(&a->col[i]);
     a->n = 0;
+    a->tags_null = 0;
 }
 
 int rowfmt_arrays_add(struct rowfmt_arrays *a, const struct reading *r)
 {
-    struct rowfmt_params p;
+    static const char header[ARRAY_HEADER];   /* filled in by rowfmt_arrays_finish */
+    struct rowbuf *c = a->col;
     int oom = 0;
-    rowfmt_params(&p, r, "");
-    for (int i = 0; i < ROWFMT_NARRAYS; i++) {
-        array_elem(&a->col[i], p.values[i]);
-        oom |= a->col[i].oom;
+    if (a->n == 0)   /* (dropping an empty array's header, if finished empty) */
+        for (int i = 0; i < ROWFMT_NARRAYS; i++) {
+            rowbuf_reset(&c[i]);
+            put(&c[i], header, sizeof header);
+        }
+    elem_text(&c[0], r->sensor_id);
+    elem_text(&c[1], reading_type_name(r->type));
+    elem_ts(&c[2], r->ts_us);
+    elem_float8(&c[3], r->value);
+    elem_text(&c[4], reading_canonical_unit(r->type));
+    elem_float8(&c[5], r->raw_value);
+    elem_text(&c[6], r->raw_unit);
+    if (r->tags_json) {
+        elem_jsonb(&c[7], r->tags_json);
+    } else {
+        elem_null(&c[7]);
+        a->tags_null = 1;
     }
+    elem_ts(&c[8], r->received_at_us);
     a->n++;
+    for (int i = 0; i < ROWFMT_NARRAYS; i++)
+        oom |= c[i].oom;
     return oom ? -1 : 0;
 }
 
-int rowfmt_arrays_finish(struct rowfmt_arrays *a, const char *values[ROWFMT_NARRAYS])
+/* Writes v at p, most significant byte first. */
+static void set_be32(char *p, uint32_t v)
+{
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
+
+int rowfmt_arrays_finish(struct rowfmt_arrays *a, const char *values[ROWFMT_NARRAYS],
+                         int lengths[ROWFMT_NARRAYS])
 {
     int oom = 0;
     for (int i = 0; i < ROWFMT_NARRAYS; i++) {
         struct rowbuf *b = &a->col[i];
-        if (b->len)
-            put(b, "}", 2);    /* with the NUL, which len then leaves out */
-        else
-            put(b, "{}", 3);
-        if (b->oom) {
+        if (a->n == 0) {   /* no dimensions: the empty array */
+            rowbuf_reset(b);
+            put_be64(b, 0);
+            put_be32(b, elem_oid[i]);
+        }
+        if (b->oom || b->len > INT32_MAX) {
             oom = 1;
             values[i] = NULL;
+            lengths[i] = 0;
             continue;
         }
-        b->len--;
+        if (a->n) {
+            set_be32(b->data, 1);
+            set_be32(b->data + 4, i == 7 && a->tags_null);
+            set_be32(b->data + 8, elem_oid[i]);
+            set_be32(b->data + 12, (uint32_t)a->n);
+            set_be32(b->data + 16, 1);
+        }
         values[i] = b->data;
+        lengths[i] = (int)b->len;
     }
     return oom ? -1 : 0;
 }

@@ -1,6 +1,7 @@
-/* rowfmt.h -- readings as database rows: array literals for a batch
- * INSERT ... SELECT FROM unnest, or the text parameters of a one-row INSERT. Also makes arbitrary bytes safe
- * for a PostgreSQL text column. Pure functions: no I/O, no logging. */
+/* rowfmt.h -- readings as database rows: arrays in PostgreSQL's binary
+ * format for a batch INSERT ... SELECT FROM unnest, or the text parameters
+ * of a one-row INSERT. Also makes arbitrary bytes safe for a PostgreSQL
+ * text column. Pure functions: no I/O, no logging. */
 #ifndef SF_STORAGE_ROWFMT_H
 #define SF_STORAGE_ROWFMT_H
 
@@ -27,28 +28,33 @@ void rowbuf_reset(struct rowbuf *b);
 /* Frees the memory; the buffer is then empty and reusable. */
 void rowbuf_free(struct rowbuf *b);
 
-/* A batch as PostgreSQL array literals, one per column but the last
- * (ingested_by is the same for every reading of a message), for one
+/* A batch as PostgreSQL arrays, one per column but the last (ingested_by
+ * is the same for every reading of a message), for one
  * INSERT ... SELECT FROM unnest($1, ..., $9): one statement, one round trip
- * and one implicit transaction per message. Zero-initialise. */
+ * and one implicit transaction per message. In binary format (array_recv's:
+ * a header, then each element as its length and bytes), so that the server
+ * parses no text but the tags' JSON, and nothing needs escaping: text[],
+ * text[], timestamptz[], float8[], text[], float8[], text[], jsonb[],
+ * timestamptz[], in ROWFMT_COLUMNS order. Zero-initialise. */
 #define ROWFMT_NARRAYS (ROWFMT_NCOLS - 1)
 struct rowfmt_arrays {
     struct rowbuf col[ROWFMT_NARRAYS];
-    size_t n;   /* readings added */
+    size_t n;        /* readings added */
+    int tags_null;   /* a reading without tags was added */
 };
 
 /* Empties the arrays and keeps their memory for reuse. */
 void rowfmt_arrays_reset(struct rowfmt_arrays *a);
 void rowfmt_arrays_free(struct rowfmt_arrays *a);
-/* Appends r's fields, in ROWFMT_COLUMNS order, each as a double-quoted array
- * element (backslash and double quote escaped; every other byte, UTF-8
- * included, copied) or NULL for a reading without tags. Returns 0, or -1
- * once out of memory. */
+/* Appends r's fields, tags NULL for a reading without them. The strings
+ * are sent as they are: the server checks that text is valid UTF-8 and
+ * that tags are JSON. Returns 0, or -1 once out of memory. */
 int rowfmt_arrays_add(struct rowfmt_arrays *a, const struct reading *r);
-/* Closes the literals; values[i] then points to column i's NUL-terminated
- * "{...}" text (valid until the next reset). Returns 0, or -1 if any append
- * ran out of memory. */
-int rowfmt_arrays_finish(struct rowfmt_arrays *a, const char *values[ROWFMT_NARRAYS]);
+/* Completes the arrays; values[i] and lengths[i] are then column i's bytes
+ * and their number, for PQexecPrepared with paramFormats 1 (valid until
+ * the next reset). Returns 0, or -1 if any append ran out of memory. */
+int rowfmt_arrays_finish(struct rowfmt_arrays *a, const char *values[ROWFMT_NARRAYS],
+                         int lengths[ROWFMT_NARRAYS]);
 
 /* The same row as text parameters for PQexecParams. values[] point into p
  * and r (and by): p and r must outlive their use. */

@@ -1,8 +1,10 @@
-/* test_storage_rowfmt.c -- unit tests for storage/rowfmt: array-literal
- * quoting of tricky strings, the column layout, exact numbers and
+/* test_storage_rowfmt.c -- unit tests for storage/rowfmt: the binary
+ * arrays (header, element bytes, tricky strings passed as they are, NULL
+ * tags, the empty batch), the text parameters' exact numbers and
  * timestamps, and the UTF-8 cleaning used for dead letters. (That
  * PostgreSQL reads the arrays back the same is checked against the real
- * server by tests/integration/test_ingest_valid.py: its TRICKY tags.) */
+ * server by tests/integration/test_ingest_valid.py: every type and unit,
+ * its TRICKY tags.) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,48 +31,65 @@ static struct reading sample(void)
     return r;
 }
 
-/* What PostgreSQL's array_in does with a literal of quoted elements (all
- * rowfmt produces) and NULLs: the elements, NULL as a null pointer. */
-static size_t parse_array(const char *lit, char **out, size_t max)
+static uint32_t be32(const unsigned char *p)
 {
-    size_t n = 0;
-    assert_int_equal(*lit++, '{');
-    if (*lit == '}')
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t be64(const unsigned char *p)
+{
+    return (uint64_t)be32(p) << 32 | be32(p + 4);
+}
+
+/* What PostgreSQL's array_recv reads: a one-dimensional array of elem_oid
+ * from 1, or the empty array; returns the element count and points
+ * elems[i] at each element's bytes (NULL for SQL NULL), lens[i] at its
+ * length. has_null is the header's flag. */
+static size_t parse_array(const char *v, int len, uint32_t elem_oid, const unsigned char **elems,
+                          uint32_t *lens, size_t max, int *has_null)
+{
+    const unsigned char *p = (const unsigned char *)v, *end = p + len;
+    assert_true(len >= 12);
+    uint32_t ndim = be32(p);
+    *has_null = (int)be32(p + 4);
+    assert_true(*has_null == 0 || *has_null == 1);
+    assert_int_equal(be32(p + 8), elem_oid);
+    if (ndim == 0) {
+        assert_int_equal(len, 12);
         return 0;
-    for (;;) {
-        assert_true(n < max);
-        if (strncmp(lit, "NULL", 4) == 0) {
-            out[n++] = NULL;
-            lit += 4;
-        } else {
-            assert_int_equal(*lit++, '"');
-            char *e = malloc(strlen(lit) + 1), *w = e;
-            assert_non_null(e);
-            while (*lit != '"') {
-                assert_int_not_equal(*lit, '\0');
-                if (*lit == '\\')
-                    lit++;
-                *w++ = *lit++;
-            }
-            *w = '\0';
-            out[n++] = e;
-            lit++;
-        }
-        if (*lit == '}')
-            break;
-        assert_int_equal(*lit++, ',');
     }
-    assert_int_equal(lit[1], '\0');
+    assert_int_equal(ndim, 1);
+    assert_true(len >= 20);
+    size_t n = be32(p + 12);
+    assert_int_equal(be32(p + 16), 1);   /* lower bound */
+    assert_true(n <= max);
+    p += 20;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(end - p >= 4);
+        uint32_t l = be32(p);
+        p += 4;
+        if (l == UINT32_MAX) {
+            elems[i] = NULL;
+            lens[i] = 0;
+            continue;
+        }
+        assert_true((size_t)(end - p) >= l);
+        elems[i] = p;
+        lens[i] = l;
+        p += l;
+    }
+    assert_true(p == end);   /* nothing after the last element */
     return n;
 }
 
-static void free_elems(char **v, size_t n)
+static void assert_elem_string(const unsigned char *e, uint32_t len, const char *want)
 {
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
+    assert_non_null(e);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(e, want, len);
 }
 
-static void test_array_quoting_round_trips(void **state)
+static void test_array_strings_pass_as_they_are(void **state)
 {
     (void)state;
     const char *cases[] = {
@@ -93,20 +112,39 @@ static void test_array_quoting_round_trips(void **state)
     assert_int_equal(rowfmt_arrays_add(&a, &rs[ncases]), 0);
 
     const char *v[ROWFMT_NARRAYS];
-    assert_int_equal(rowfmt_arrays_finish(&a, v), 0);
-    char *ids[32], *tags[32];
-    assert_int_equal(parse_array(v[0], ids, 32), ncases + 1);
-    assert_int_equal(parse_array(v[7], tags, 32), ncases + 1);
+    int len[ROWFMT_NARRAYS], has_null;
+    assert_int_equal(rowfmt_arrays_finish(&a, v, len), 0);
+    const unsigned char *ids[32], *tags[32];
+    uint32_t idl[32], tagl[32];
+    assert_int_equal(parse_array(v[0], len[0], 25, ids, idl, 32, &has_null), ncases + 1);
+    assert_int_equal(has_null, 0);
+    assert_int_equal(parse_array(v[7], len[7], 3802, tags, tagl, 32, &has_null), ncases + 1);
+    assert_int_equal(has_null, 1);
     for (size_t i = 0; i < ncases; i++) {
-        assert_string_equal(ids[i], cases[i]);
-        assert_string_equal(tags[i], cases[i]);
+        assert_elem_string(ids[i], idl[i], cases[i]);
+        assert_int_equal(tags[i][0], 1);   /* jsonb's format version */
+        assert_elem_string(tags[i] + 1, tagl[i] - 1, cases[i]);
     }
-    assert_string_equal(ids[ncases], "s-1");
+    assert_elem_string(ids[ncases], idl[ncases], "s-1");
     assert_null(tags[ncases]);   /* SQL NULL, not the string "NULL" */
-    free_elems(ids, ncases + 1);
-    free_elems(tags, ncases + 1);
     rowfmt_arrays_free(&a);
     free(rs);
+}
+
+static double elem_double(const unsigned char *e, uint32_t len)
+{
+    assert_int_equal(len, 8);
+    uint64_t bits = be64(e);
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+
+/* timestamptz: microseconds since 2000-01-01T00:00:00Z. */
+static int64_t elem_unix_us(const unsigned char *e, uint32_t len)
+{
+    assert_int_equal(len, 8);
+    return (int64_t)be64(e) + 946684800LL * 1000000;
 }
 
 static void test_arrays_layout(void **state)
@@ -114,6 +152,7 @@ static void test_arrays_layout(void **state)
     (void)state;
     struct rowfmt_arrays a = { 0 };
     const char *v[ROWFMT_NARRAYS];
+    int len[ROWFMT_NARRAYS], has_null;
     struct reading r = sample();
     assert_int_equal(rowfmt_arrays_add(&a, &r), 0);
     char tags[] = "{\"k\":\"a\\\"b\"}";
@@ -125,23 +164,83 @@ static void test_arrays_layout(void **state)
     r.ts_us += 1;
     assert_int_equal(rowfmt_arrays_add(&a, &r), 0);
     assert_int_equal(a.n, 2);
-    assert_int_equal(rowfmt_arrays_finish(&a, v), 0);
-    /* ROWFMT_COLUMNS order, ingested_by left out. */
-    assert_string_equal(v[0], "{\"s-1\",\"s-1\"}");
-    assert_string_equal(v[1], "{\"temperature\",\"pressure\"}");
-    assert_string_equal(v[2], "{\"2026-11-22T10:00:00.123456Z\",\"2026-11-22T10:00:00.123457Z\"}");
-    assert_string_equal(v[3], "{\"21.999999999999996\",\"1013.25\"}");
-    assert_string_equal(v[4], "{\"C\",\"hPa\"}");
-    assert_string_equal(v[5], "{\"71.6\",\"101325\"}");
-    assert_string_equal(v[6], "{\"F\",\"Pa\"}");
-    assert_string_equal(v[7], "{NULL,\"{\\\"k\\\":\\\"a\\\\\\\"b\\\"}\"}");
-    assert_string_equal(v[8], "{\"2026-11-22T10:00:00.200000Z\",\"2026-11-22T10:00:00.200000Z\"}");
+    assert_int_equal(rowfmt_arrays_finish(&a, v, len), 0);
 
-    /* An empty batch is a valid empty array. */
+    /* ROWFMT_COLUMNS order, ingested_by left out, each of its type. */
+    const uint32_t oid[ROWFMT_NARRAYS] = { 25, 25, 1184, 701, 25, 701, 25, 3802, 1184 };
+    const unsigned char *e[ROWFMT_NARRAYS][2];
+    uint32_t l[ROWFMT_NARRAYS][2];
+    for (int i = 0; i < ROWFMT_NARRAYS; i++) {
+        assert_int_equal(parse_array(v[i], len[i], oid[i], e[i], l[i], 2, &has_null), 2);
+        assert_int_equal(has_null, i == 7);
+    }
+    assert_elem_string(e[0][0], l[0][0], "s-1");
+    assert_elem_string(e[0][1], l[0][1], "s-1");
+    assert_elem_string(e[1][0], l[1][0], "temperature");
+    assert_elem_string(e[1][1], l[1][1], "pressure");
+    assert_true(elem_unix_us(e[2][0], l[2][0]) == 1795341600123456LL);
+    assert_true(elem_unix_us(e[2][1], l[2][1]) == 1795341600123457LL);
+    /* The exact bytes: 2026-11-22T10:00:00.123456Z is 848656800123456 us
+     * after 2000-01-01, 0x000303D94F1B8A40. */
+    assert_memory_equal(e[2][0], "\x00\x03\x03\xd9\x4f\x1b\x8a\x40", 8);
+    assert_true(elem_double(e[3][0], l[3][0]) == (71.6 - 32.0) * 5.0 / 9.0);
+    assert_true(elem_double(e[3][1], l[3][1]) == 1013.25);
+    assert_memory_equal(e[3][1], "\x40\x8f\xaa\x00\x00\x00\x00\x00", 8);   /* 1013.25 */
+    assert_elem_string(e[4][0], l[4][0], "C");
+    assert_elem_string(e[4][1], l[4][1], "hPa");
+    assert_true(elem_double(e[5][0], l[5][0]) == 71.6);
+    assert_true(elem_double(e[5][1], l[5][1]) == 101325);
+    assert_elem_string(e[6][0], l[6][0], "F");
+    assert_elem_string(e[6][1], l[6][1], "Pa");
+    assert_null(e[7][0]);
+    assert_int_equal(e[7][1][0], 1);
+    assert_elem_string(e[7][1] + 1, l[7][1] - 1, tags);
+    assert_true(elem_unix_us(e[8][0], l[8][0]) == 1795341600200000LL);
+    assert_true(elem_unix_us(e[8][1], l[8][1]) == 1795341600200000LL);
+
+    /* An empty batch is the empty array (no dimensions). */
     rowfmt_arrays_reset(&a);
-    assert_int_equal(rowfmt_arrays_finish(&a, v), 0);
-    for (int i = 0; i < ROWFMT_NARRAYS; i++)
-        assert_string_equal(v[i], "{}");
+    assert_int_equal(rowfmt_arrays_finish(&a, v, len), 0);
+    for (int i = 0; i < ROWFMT_NARRAYS; i++) {
+        assert_int_equal(parse_array(v[i], len[i], oid[i], e[i], l[i], 2, &has_null), 0);
+        assert_int_equal(has_null, 0);
+    }
+    /* and a batch after it is whole again */
+    r.tags_json = NULL;
+    assert_int_equal(rowfmt_arrays_add(&a, &r), 0);
+    assert_int_equal(rowfmt_arrays_finish(&a, v, len), 0);
+    assert_int_equal(parse_array(v[7], len[7], 3802, e[7], l[7], 2, &has_null), 1);
+    assert_int_equal(has_null, 1);
+    assert_null(e[7][0]);
+    rowfmt_arrays_free(&a);
+}
+
+static void test_timestamps_around_the_epochs(void **state)
+{
+    (void)state;
+    const int64_t cases[] = { 0, -1, 946684800LL * 1000000, 946684800LL * 1000000 - 1,
+                              TS_MIN_US, TS_MAX_US };
+    struct rowfmt_arrays a = { 0 };
+    const char *v[ROWFMT_NARRAYS];
+    int len[ROWFMT_NARRAYS], has_null;
+    size_t n = sizeof cases / sizeof cases[0];
+    for (size_t i = 0; i < n; i++) {
+        struct reading r = sample();
+        r.ts_us = cases[i];
+        r.received_at_us = -cases[i];
+        assert_int_equal(rowfmt_arrays_add(&a, &r), 0);
+    }
+    assert_int_equal(rowfmt_arrays_finish(&a, v, len), 0);
+    const unsigned char *ts[8], *ra[8];
+    uint32_t tl[8], rl[8];
+    assert_int_equal(parse_array(v[2], len[2], 1184, ts, tl, 8, &has_null), n);
+    assert_int_equal(parse_array(v[8], len[8], 1184, ra, rl, 8, &has_null), n);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(elem_unix_us(ts[i], tl[i]) == cases[i]);
+        assert_true(elem_unix_us(ra[i], rl[i]) == -cases[i]);
+    }
+    /* 2000-01-01 itself is PostgreSQL's zero */
+    assert_memory_equal(ts[2], "\0\0\0\0\0\0\0\0", 8);
     rowfmt_arrays_free(&a);
 }
 
@@ -203,17 +302,21 @@ static void test_buffer_reuse(void **state)
     (void)state;
     struct rowfmt_arrays a = { 0 };
     const char *v[ROWFMT_NARRAYS];
+    int len[ROWFMT_NARRAYS], has_null;
+    const unsigned char *e[1];
+    uint32_t l[1];
     struct reading r = sample();
     for (int i = 0; i < 5000; i++)   /* grows past the first allocation */
         assert_int_equal(rowfmt_arrays_add(&a, &r), 0);
-    assert_int_equal(rowfmt_arrays_finish(&a, v), 0);
-    size_t big = strlen(v[0]);
-    assert_int_equal(big, 1 + 5000 * strlen("\"s-1\","));   /* "{" + 5000 of them, "}" for the last "," */
+    assert_int_equal(rowfmt_arrays_finish(&a, v, len), 0);
+    assert_int_equal(len[0], 20 + 5000 * (4 + strlen("s-1")));   /* header, then length and bytes */
+    assert_int_equal(len[2], 20 + 5000 * (4 + 8));
     rowfmt_arrays_reset(&a);
     assert_int_equal(a.n, 0);
     assert_int_equal(rowfmt_arrays_add(&a, &r), 0);
-    assert_int_equal(rowfmt_arrays_finish(&a, v), 0);
-    assert_string_equal(v[0], "{\"s-1\"}");
+    assert_int_equal(rowfmt_arrays_finish(&a, v, len), 0);
+    assert_int_equal(parse_array(v[0], len[0], 25, e, l, 1, &has_null), 1);
+    assert_elem_string(e[0], l[0], "s-1");
     rowfmt_arrays_free(&a);
     assert_null(a.col[0].data);
     rowfmt_arrays_free(&a);   /* twice is fine */
@@ -248,11 +351,12 @@ static void test_utf8_clean(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_array_quoting_round_trips),
+        cmocka_unit_test(test_array_strings_pass_as_they_are),
         cmocka_unit_test(test_arrays_layout),
         cmocka_unit_test(test_doubles_round_trip),
         cmocka_unit_test(test_params_layout),
         cmocka_unit_test(test_timestamps_exact),
+        cmocka_unit_test(test_timestamps_around_the_epochs),
         cmocka_unit_test(test_buffer_reuse),
         cmocka_unit_test(test_utf8_clean),
     };
