@@ -2,6 +2,8 @@
 #include "httpd.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <stdio.h>
 
@@ -18,4 +20,41 @@ void httpd_reply(struct evhttp_request *req, int code, const char *reason, const
         evbuffer_drain(body, len);
     }
     evhttp_send_reply(req, code, reason, NULL);
+}
+
+/* The connection's bufferevent, or NULL once the client has gone (evhttp
+ * then detaches the request from its connection). */
+static struct bufferevent *bev_of(struct evhttp_request *req)
+{
+    struct evhttp_connection *c = evhttp_request_get_connection(req);
+    return c ? evhttp_connection_get_bufferevent(c) : NULL;
+}
+
+void httpd_defer(struct evhttp_request *req)
+{
+    struct bufferevent *bev = bev_of(req);
+    bufferevent_data_cb write_cb;
+    bufferevent_event_cb event_cb;
+    void *arg;
+    if (!bev)
+        return;
+    /* evhttp_write_buffer does the same while writing: no read callback
+     * (data waits in the input buffer, which evhttp looks at again when it
+     * starts reading the next request), the event callback kept (a close
+     * or an error). Re-enabled in the same loop turn in which evhttp
+     * disabled it, the descriptor stays in epoll. */
+    bufferevent_getcb(bev, NULL, &write_cb, &event_cb, &arg);
+    bufferevent_setcb(bev, NULL, write_cb, event_cb, arg);
+    bufferevent_setwatermark(bev, EV_READ, 0, HTTPD_DEFER_READ_MAX);
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    bufferevent_enable(bev, EV_READ);
+}
+
+void httpd_resume(struct evhttp_request *req, int idle_timeout_s)
+{
+    struct bufferevent *bev = bev_of(req);
+    if (!bev)
+        return;
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    evhttp_connection_set_timeout(evhttp_request_get_connection(req), idle_timeout_s);
 }

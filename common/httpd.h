@@ -13,4 +13,23 @@ struct evhttp_request;
  * to a HEAD, that body's Content-Length and no body. */
 void httpd_reply(struct evhttp_request *req, int code, const char *reason, const char *ctype);
 
+/* For a request answered later, from another event (ingestion: on the
+ * broker's PUBACK): call in its callback, then httpd_resume() just before
+ * answering it. evhttp stops reading a connection when a request is
+ * complete, so its descriptor leaves epoll (DEL) and comes back for the
+ * answer (ADD), a loop turn or more later: two costly epoll_ctl calls per
+ * request. This keeps it reading, as evhttp itself does while it writes
+ * an answer: at most HTTPD_DEFER_READ_MAX bytes of whatever the client
+ * sends meanwhile wait, unread, until the answer is out (evhttp's read
+ * callback, which would take them for a new request, is off); a client
+ * that closes is noticed at once: evhttp frees the connection and the
+ * answer is dropped. The idle timeout does not run while the request
+ * waits, as it does not without this. */
+#define HTTPD_DEFER_READ_MAX (16 * 1024)
+void httpd_defer(struct evhttp_request *req);
+/* Undoes httpd_defer() for req: idle_timeout_s is the timeout evhttp was
+ * given (evhttp_set_timeout), which httpd_defer() took off. Harmless on a
+ * request whose client has gone. */
+void httpd_resume(struct evhttp_request *req, int idle_timeout_s);
+
 #endif

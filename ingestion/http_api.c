@@ -162,6 +162,7 @@ static void reply_unauthorized(struct http_api *api, struct evhttp_request *req,
 static void publish_done(void *ctx, int ok, const char *why)
 {
     struct pending *pd = ctx;
+    httpd_resume(pd->req, pd->api->cfg.idle_timeout_s);
     if (ok) {
         log_debug("http.accepted", "rid=%s readings=%zu", pd->rid, pd->n);
         imetrics_accepted(pd->n);
@@ -304,14 +305,17 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
     pd->n = api->batch.n;
     memcpy(pd->rid, rid, strlen(rid) + 1);
     const char *why;
+    httpd_defer(req);   /* the answer comes later: keep the connection in epoll */
     rc = publisher_submit(api->pub, &api->batch, rid, publish_done, pd, &why);
     if (rc == PUBLISHER_TOO_LARGE) {
         log_debug("http.rejected", "rid=%s status=413 error=\"%s\"", rid, why);
         free(pd);
+        httpd_resume(req, api->cfg.idle_timeout_s);
         reply_error(api, req, 413, "Payload Too Large", why);
     } else if (rc < 0) {
         log_debug("http.rejected", "rid=%s status=503 error=\"%s\"", rid, why);
         free(pd);
+        httpd_resume(req, api->cfg.idle_timeout_s);
         reply_unavailable(api, req, why);
     }
     /* Otherwise publish_done answers, perhaps already did: req is not ours. */

@@ -24,6 +24,7 @@ struct http_api_config {
     size_t max_body_bytes;
     struct reading_limits limits;
     int retry_after_s;           /* in 503 answers */
+    int idle_timeout_s;          /* evhttp's (evhttp_set_timeout) */
     struct ratelimit *limit;     /* per sensor; NULL: none. Borrowed */
 };
 

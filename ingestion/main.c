@@ -424,6 +424,7 @@ int main(int argc, char **argv)
         .limits = { .max_readings = (size_t)C.max_readings,
                     .max_future_us = (int64_t)C.max_future_s * 1000000 },
         .retry_after_s = (int)C.retry_after_s,
+        .idle_timeout_s = (int)C.idle_timeout_s,
     };
     if (C.rate_per_sensor > 0 &&
         !(hc.limit = a.limit = ratelimit_new(C.rate_per_sensor, C.burst_per_sensor,
