@@ -9,6 +9,7 @@ waiting request, and still closes an idle connection afterwards.
 Straight to ingestion-1, not through HAProxy (which never sends a second
 request on a connection before the first is answered)."""
 
+import contextlib
 import json
 import re
 import signal
@@ -62,6 +63,23 @@ def read_answers(sock, n, timeout=30):
     return out
 
 
+@contextlib.contextmanager
+def frozen_broker(st):
+    """mosquitto stopped (SIGSTOP) for the block: PUBACKs wait."""
+    mq = st.services["mosquitto"]
+    mq.signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        mq.signal(signal.SIGCONT)
+
+
+def wait_request_waiting(st):
+    """Until ingestion-1 holds one reading not yet answered."""
+    wait_for(lambda: Api("127.0.0.1", st.ports.ingestion[0]).get("/metrics", timeout=5)
+             .body.decode().find("sf_inflight_readings 1") >= 0, 10, "the request waiting")
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         return int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M)[1])
@@ -82,17 +100,12 @@ def test_request_sent_behind_a_waiting_one_is_answered_after_it(st):
 def test_waiting_request_outlives_the_idle_timeout(st):
     """The broker frozen: the request waits ~12 s (keepalive), six times the
     idle timeout, and still gets its answer (202, from the spool)."""
-    mq = st.services["mosquitto"]
     sensor = f"waits-{now_us()}"
-    mq.signal(signal.SIGSTOP)
-    try:
-        with socket.create_connection(("127.0.0.1", st.ports.ingestion[0])) as s:
-            s.sendall(post_bytes(reading(sensor, 5)))
-            t0 = time.monotonic()
-            (code, body), = read_answers(s, 1, timeout=40)
-            waited = time.monotonic() - t0
-    finally:
-        mq.signal(signal.SIGCONT)
+    with frozen_broker(st), socket.create_connection(("127.0.0.1", st.ports.ingestion[0])) as s:
+        s.sendall(post_bytes(reading(sensor, 5)))
+        t0 = time.monotonic()
+        (code, body), = read_answers(s, 1, timeout=40)
+        waited = time.monotonic() - t0
     assert code == 202, body
     assert waited > IDLE_S, f"answered in {waited:.1f} s: the broker was not frozen long enough"
     wait_for(lambda: len(rows(st, f"sensor_id = '{sensor}'")) == 1, 60, "the spooled row")
@@ -114,16 +127,13 @@ def test_client_sending_while_its_request_waits_costs_little(st):
     bytes wait in the kernel, not in ingestion, and what it sent is then
     taken for a request of its own (a bad one: 400) after the first is
     answered."""
-    mq = st.services["mosquitto"]
     pid = st.services["ingestion-1"].proc.pid
     sensor = f"flood-{now_us()}"
     before = rss_kib(pid)
-    mq.signal(signal.SIGSTOP)
-    try:
-        s = socket.create_connection(("127.0.0.1", st.ports.ingestion[0]))
+    s = socket.create_connection(("127.0.0.1", st.ports.ingestion[0]))
+    with frozen_broker(st):
         s.sendall(post_bytes(reading(sensor, 9)))
-        wait_for(lambda: Api("127.0.0.1", st.ports.ingestion[0]).get("/metrics", timeout=5)
-                 .body.decode().find("sf_inflight_readings 1") >= 0, 10, "the request waiting")
+        wait_request_waiting(st)
         s.setblocking(False)
         sent, t_end = 0, time.monotonic() + 3
         junk = b"x" * 65536
@@ -134,8 +144,6 @@ def test_client_sending_while_its_request_waits_costs_little(st):
                 time.sleep(0.05)
         grown = rss_kib(pid) - before
         s.setblocking(True)
-    finally:
-        mq.signal(signal.SIGCONT)
     try:
         assert sent > 256 * 1024, f"only {sent} bytes could be sent"
         assert grown < 1024, f"ingestion grew {grown} KiB while a client sent {sent >> 10} KiB"
@@ -150,17 +158,12 @@ def test_client_sending_while_its_request_waits_costs_little(st):
 def test_client_that_leaves_while_its_request_waits(st):
     """The reading was taken: it is stored, though nobody hears the 202, and
     the replica goes on serving."""
-    mq = st.services["mosquitto"]
     sensor = f"gone-{now_us()}"
-    mq.signal(signal.SIGSTOP)
-    try:
+    with frozen_broker(st):
         with socket.create_connection(("127.0.0.1", st.ports.ingestion[0])) as s:
             s.sendall(post_bytes(reading(sensor, 3)))
-            wait_for(lambda: Api("127.0.0.1", st.ports.ingestion[0]).get("/metrics", timeout=5)
-                     .body.decode().find("sf_inflight_readings 1") >= 0, 10, "the request waiting")
+            wait_request_waiting(st)
         time.sleep(0.5)   # the close reaches ingestion while the broker is frozen
-    finally:
-        mq.signal(signal.SIGCONT)
     wait_for(lambda: len(rows(st, f"sensor_id = '{sensor}'")) == 1, 60, "the row")
     a = Api("127.0.0.1", st.ports.ingestion[0]).post("/v1/readings", reading(f"{sensor}-after", 4))
     assert a.status == 202, a
