@@ -22,17 +22,11 @@ void httpd_reply(struct evhttp_request *req, int code, const char *reason, const
     evhttp_send_reply(req, code, reason, NULL);
 }
 
-/* The connection's bufferevent, or NULL once the client has gone (evhttp
- * then detaches the request from its connection). */
-static struct bufferevent *bev_of(struct evhttp_request *req)
-{
-    struct evhttp_connection *c = evhttp_request_get_connection(req);
-    return c ? evhttp_connection_get_bufferevent(c) : NULL;
-}
-
 void httpd_defer(struct evhttp_request *req)
 {
-    struct bufferevent *bev = bev_of(req);
+    /* No connection: the client has gone (evhttp detaches the request). */
+    struct evhttp_connection *c = evhttp_request_get_connection(req);
+    struct bufferevent *bev = c ? evhttp_connection_get_bufferevent(c) : NULL;
     bufferevent_data_cb write_cb;
     bufferevent_event_cb event_cb;
     void *arg;
@@ -52,9 +46,9 @@ void httpd_defer(struct evhttp_request *req)
 
 void httpd_resume(struct evhttp_request *req, int idle_timeout_s)
 {
-    struct bufferevent *bev = bev_of(req);
-    if (!bev)
+    struct evhttp_connection *c = evhttp_request_get_connection(req);
+    if (!c)
         return;
-    bufferevent_setwatermark(bev, EV_READ, 0, 0);
-    evhttp_connection_set_timeout(evhttp_request_get_connection(req), idle_timeout_s);
+    bufferevent_setwatermark(evhttp_connection_get_bufferevent(c), EV_READ, 0, 0);
+    evhttp_connection_set_timeout(c, idle_timeout_s);
 }

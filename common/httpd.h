@@ -29,7 +29,7 @@ void httpd_reply(struct evhttp_request *req, int code, const char *reason, const
 void httpd_defer(struct evhttp_request *req);
 /* Undoes httpd_defer() for req: idle_timeout_s is the timeout evhttp was
  * given (evhttp_set_timeout), which httpd_defer() took off. Harmless on a
- * request whose client has gone. */
+ * request that was not deferred and on one whose client has gone. */
 void httpd_resume(struct evhttp_request *req, int idle_timeout_s);
 
 #endif

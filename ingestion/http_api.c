@@ -54,10 +54,12 @@ static const char *route_label(struct evhttp_request *req)
 }
 
 /* Every answer but /metrics: a line of JSON (json: NULL, an empty body
- * when out of memory), written into the request's own buffer. */
+ * when out of memory), written into the request's own buffer. Undoes
+ * httpd_defer first, for the POSTs that waited (harmless for the rest). */
 static void reply_text(struct http_api *api, struct evhttp_request *req, int code,
                        const char *reason, const char *json)
 {
+    httpd_resume(req, api->cfg.idle_timeout_s);
     imetrics_response(route_label(req), code);
     if (json) {   /* not evbuffer_add_printf: printf's cost, on every answer */
         struct evbuffer *out = evhttp_request_get_output_buffer(req);
@@ -162,7 +164,6 @@ static void reply_unauthorized(struct http_api *api, struct evhttp_request *req,
 static void publish_done(void *ctx, int ok, const char *why)
 {
     struct pending *pd = ctx;
-    httpd_resume(pd->req, pd->api->cfg.idle_timeout_s);
     if (ok) {
         log_debug("http.accepted", "rid=%s readings=%zu", pd->rid, pd->n);
         imetrics_accepted(pd->n);
@@ -310,12 +311,10 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
     if (rc == PUBLISHER_TOO_LARGE) {
         log_debug("http.rejected", "rid=%s status=413 error=\"%s\"", rid, why);
         free(pd);
-        httpd_resume(req, api->cfg.idle_timeout_s);
         reply_error(api, req, 413, "Payload Too Large", why);
     } else if (rc < 0) {
         log_debug("http.rejected", "rid=%s status=503 error=\"%s\"", rid, why);
         free(pd);
-        httpd_resume(req, api->cfg.idle_timeout_s);
         reply_unavailable(api, req, why);
     }
     /* Otherwise publish_done answers, perhaps already did: req is not ours. */

@@ -513,7 +513,10 @@ int db_store_batch(struct db *db, const struct reading_batch *b, const char *ing
                    struct db_batch_result *res, char *err, size_t errlen)
 {
     const char *values[ROWFMT_NCOLS];
-    int lengths[ROWFMT_NCOLS], formats[ROWFMT_NCOLS];
+    int lengths[ROWFMT_NCOLS];
+    /* The arrays binary, ingested_by text. */
+    static const int formats[ROWFMT_NCOLS] = { 1, 1, 1, 1, 1, 1, 1, 1, 1, 0 };
+    _Static_assert(ROWFMT_NCOLS == 10, "formats: one per column");
     int rc;
 
     memset(res, 0, sizeof *res);
@@ -528,11 +531,8 @@ int db_store_batch(struct db *db, const struct reading_batch *b, const char *ing
         snprintf(err, errlen, "out of memory formatting %zu readings", b->n);
         return DB_RETRY;
     }
-    for (int i = 0; i < ROWFMT_NARRAYS; i++)
-        formats[i] = 1;   /* binary */
     values[ROWFMT_NCOLS - 1] = ingested_by;
     lengths[ROWFMT_NCOLS - 1] = 0;
-    formats[ROWFMT_NCOLS - 1] = 0;   /* text */
 
     /* One statement outside BEGIN/COMMIT is its own transaction, committed
      * before the server answers: an OK here is a commit (a failing commit
@@ -545,7 +545,6 @@ int db_store_batch(struct db *db, const struct reading_batch *b, const char *ing
             PQstatus(db->conn) == CONNECTION_OK) {
             PQclear(r);   /* a key already stored: nothing was inserted */
             r = NULL;
-            db->dedup_left = DEDUP_AFTER_DUPLICATE;
         }
     } else {
         db->dedup_left--;
@@ -555,7 +554,7 @@ int db_store_batch(struct db *db, const struct reading_batch *b, const char *ing
     if (PQresultStatus(r) == PGRES_COMMAND_OK) {
         res->inserted = cmd_tuples(r);
         res->duplicates = (long)b->n - res->inserted;
-        if (res->duplicates)
+        if (res->duplicates)   /* (none if the 23505 was of a row since rolled back) */
             db->dedup_left = DEDUP_AFTER_DUPLICATE;
         rc = DB_OK;
     } else {

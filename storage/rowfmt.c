@@ -64,7 +64,9 @@ static void put_be64(struct rowbuf *b, uint64_t v)
     put_be32(b, (uint32_t)v);
 }
 
-/* The element types' pg_type OIDs (stable since forever), by column. */
+/* The element types' pg_type OIDs (stable since forever), in ROWFMT_COLUMNS
+ * order, which rowfmt_arrays_add follows. */
+#define COL_TAGS 7   /* the only column with NULLs */
 static const uint32_t elem_oid[ROWFMT_NARRAYS] = {
     25, 25, 1184, 701, 25, 701, 25, 3802, 1184,   /* text, timestamptz, float8, jsonb */
 };
@@ -145,9 +147,9 @@ int rowfmt_arrays_add(struct rowfmt_arrays *a, const struct reading *r)
     elem_float8(&c[5], r->raw_value);
     elem_text(&c[6], r->raw_unit);
     if (r->tags_json) {
-        elem_jsonb(&c[7], r->tags_json);
+        elem_jsonb(&c[COL_TAGS], r->tags_json);
     } else {
-        elem_null(&c[7]);
+        elem_null(&c[COL_TAGS]);
         a->tags_null = 1;
     }
     elem_ts(&c[8], r->received_at_us);
@@ -185,7 +187,7 @@ int rowfmt_arrays_finish(struct rowfmt_arrays *a, const char *values[ROWFMT_NARR
         }
         if (a->n) {
             set_be32(b->data, 1);
-            set_be32(b->data + 4, i == 7 && a->tags_null);
+            set_be32(b->data + 4, i == COL_TAGS && a->tags_null);
             set_be32(b->data + 8, elem_oid[i]);
             set_be32(b->data + 12, (uint32_t)a->n);
             set_be32(b->data + 16, 1);
