@@ -1,7 +1,7 @@
 """test_stack.py -- the stack itself: health endpoints through HAProxy and
 on each replica, graceful stops (exit status 0 on SIGTERM) with traffic going
-on, storage away while readings arrive, the busy-port message, and the
-`stack.py run` CLI behind `make run`. Runs last: it restarts services."""
+on, storage away while readings arrive, the busy-port message, the
+`stack.py run` CLI behind `make run`, and ingestion's scheduling policy. Runs last: it restarts services."""
 
 import os
 import shutil
@@ -202,3 +202,40 @@ def test_compose_haproxy_cfg_is_the_template_rendered():
     r = subprocess.run([stackmod.HAPROXY, "-c", "-f", str(REPO / "compose" / "haproxy.cfg")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _policies(pid):
+    """The scheduling policy of each of a process's threads (paho's two
+    included), by thread name."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            out.setdefault(f.read().strip(), set()).add(os.sched_getscheduler(int(tid)))
+    return out
+
+
+def test_ingestion_runs_under_sched_batch_unless_told_not_to(stack, tmp_path):
+    """INGESTION_SCHED_BATCH (default 1): every thread of a replica under
+    SCHED_BATCH, said in its startup line; 0: SCHED_OTHER (a replica of its
+    own, with no broker to reach: it starts and spools)."""
+    pid = stack.services["ingestion-1"].pid
+    got = _policies(pid)
+    assert len(got) >= 3, f"expected the event loop and paho's two threads: {got}"
+    assert all(p == {os.SCHED_BATCH} for p in got.values()), got
+    assert "sched=batch" in stack.log_path("ingestion-1").read_text()
+
+    port = stackmod.Ports.free(1).ingestion[0]
+    env = {k: v for k, v in os.environ.items() if k not in stackmod.SERVICE_VARS}
+    p = subprocess.Popen([str(bin_dir() / "ingestion"), "--port", str(port), "--listen",
+                          "127.0.0.1", "--sched-batch", "0", "--mqtt-url", "tcp://127.0.0.1:1",
+                          "--spool-dir", str(tmp_path)],
+                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: stackmod.port_accepts(port), 15, "ingestion with --sched-batch 0 listening")
+        got = _policies(p.pid)
+        assert all(x == {os.SCHED_OTHER} for x in got.values()), got
+    finally:
+        p.terminate()
+        out = p.communicate(timeout=30)[0]
+    assert "sched=other" in out, out
