@@ -22,6 +22,32 @@ void httpd_reply(struct evhttp_request *req, int code, const char *reason, const
     evhttp_send_reply(req, code, reason, NULL);
 }
 
+void httpd_reply_now(struct evhttp_request *req, int code, const char *reason,
+                     const char *ctype)
+{
+    /* No connection: the client has gone; httpd_reply frees req. */
+    struct evhttp_connection *c = evhttp_request_get_connection(req);
+    struct bufferevent *bev = c ? evhttp_connection_get_bufferevent(c) : NULL;
+    httpd_reply(req, code, reason, ctype);
+    if (!bev || bufferevent_getfd(bev) < 0)
+        return;
+    /* As bufferevent_sock's write callback does: its output buffer is
+     * frozen at the front (nothing drains it but that callback) and thawed
+     * for the write. Then, once it is empty, its write callback (evhttp's),
+     * which that write callback would call. The write event evhttp enabled
+     * is disabled again in this loop turn (evhttp_start_read_ or the
+     * connection's free), so the changelist makes no epoll_ctl of it. */
+    struct evbuffer *out = bufferevent_get_output(bev);
+    int n;
+    evbuffer_unfreeze(out, 1);
+    do
+        n = evbuffer_write(out, bufferevent_getfd(bev));
+    while (n > 0 && evbuffer_get_length(out) > 0);
+    evbuffer_freeze(out, 1);
+    if (evbuffer_get_length(out) == 0)
+        bufferevent_trigger(bev, EV_WRITE, 0);
+}
+
 void httpd_defer(struct evhttp_request *req)
 {
     /* No connection: the client has gone (evhttp detaches the request). */

@@ -13,6 +13,20 @@ struct evhttp_request;
  * to a HEAD, that body's Content-Length and no body. */
 void httpd_reply(struct evhttp_request *req, int code, const char *reason, const char *ctype);
 
+/* httpd_reply, then the answer written to the socket now, not on the next
+ * loop turn: evhttp writes only when epoll says the socket is writable,
+ * which costs two epoll_ctl calls (EPOLLOUT on, then off) and a loop turn
+ * per answer. Written whole (nearly always: an answer is a few hundred
+ * bytes), evhttp then finishes the request here as it would have there (frees
+ * req, reads the next request, or closes the connection); written in part or
+ * not at all (a full socket buffer, an error), evhttp's own write finishes it
+ * or reports it. Not from inside evhttp's request callback, whose read path
+ * does not expect the request, or the connection, to be gone when the
+ * callback returns: from another event (ingestion: the broker's PUBACK).
+ * req is gone when this returns. */
+void httpd_reply_now(struct evhttp_request *req, int code, const char *reason,
+                     const char *ctype);
+
 /* For a request answered later, from another event (ingestion: on the
  * broker's PUBACK): call in its callback, then httpd_resume() just before
  * answering it. evhttp stops reading a connection when a request is

@@ -28,6 +28,7 @@ struct http_api {
     struct reading_batch batch;  /* reused by every request: one thread */
     struct apikeys *keys;        /* NULL: no authentication */
     int draining;
+    int in_handler;              /* inside evhttp's request callback (handle) */
     uint64_t requests;
     uint32_t rid_prefix;         /* random per process: ids unique across replicas */
     uint64_t rid_seq;
@@ -66,7 +67,12 @@ static void reply_text(struct http_api *api, struct evhttp_request *req, int cod
         evbuffer_add(out, json, strlen(json));
         evbuffer_add(out, "\n", 1);
     }
-    httpd_reply(req, code, reason, "application/json");
+    /* Answers given later (on the PUBACK) are written at once; those given
+     * in evhttp's callback go its usual way (httpd.h). */
+    if (api->in_handler)
+        httpd_reply(req, code, reason, "application/json");
+    else
+        httpd_reply_now(req, code, reason, "application/json");
     api->requests++;
 }
 
@@ -320,9 +326,8 @@ static void handle_post(struct http_api *api, struct evhttp_request *req, int le
     /* Otherwise publish_done answers, perhaps already did: req is not ours. */
 }
 
-static void handle(struct evhttp_request *req, void *arg)
+static void route(struct http_api *api, struct evhttp_request *req)
 {
-    struct http_api *api = arg;
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     const char *allow = NULL;
     char rid[RID_MAX + 1];
@@ -382,6 +387,15 @@ static void handle(struct evhttp_request *req, void *arg)
         break;
     }
     reply_error(api, req, 404, "Not Found", "no such path");
+}
+
+/* evhttp's request callback. */
+static void handle(struct evhttp_request *req, void *arg)
+{
+    struct http_api *api = arg;
+    api->in_handler = 1;
+    route(api, req);
+    api->in_handler = 0;
 }
 
 struct http_api *http_api_create(struct evhttp *http, struct publisher *pub,
