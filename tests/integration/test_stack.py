@@ -1,7 +1,8 @@
 """test_stack.py -- the stack itself: health endpoints through HAProxy and
 on each replica, graceful stops (exit status 0 on SIGTERM) with traffic going
 on, storage away while readings arrive, the busy-port message, the
-`stack.py run` CLI behind `make run`, and ingestion's scheduling policy. Runs last: it restarts services."""
+`stack.py run` CLI behind `make run`, and ingestion's scheduling policy.
+Runs last: it restarts services."""
 
 import os
 import shutil
