@@ -634,7 +634,7 @@ def main(argv=None):
     ap.add_argument("--bin", default=str(REPO / "build" / "bin"))
     ap.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 10)))
     ap.add_argument("--warmup", type=float, default=3)
-    # 256: HAProxy passes no more beyond 64 connections (fewer understate
+    # 256: HAProxy passed no more beyond 64 connections (two servers; fewer understate
     # the ceiling), but the pipeline does: more readings wait together, so
     # its MQTT messages are larger (about 70 readings against 23 at 64) and
     # each reading pays less of a message's cost. A fleet has many more.

@@ -28,8 +28,9 @@ void httpd_reply_now(struct evhttp_request *req, int code, const char *reason,
     /* No connection: the client has gone; httpd_reply frees req. */
     struct evhttp_connection *c = evhttp_request_get_connection(req);
     struct bufferevent *bev = c ? evhttp_connection_get_bufferevent(c) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
     httpd_reply(req, code, reason, ctype);
-    if (!bev || bufferevent_getfd(bev) < 0)
+    if (fd < 0)
         return;
     /* As bufferevent_sock's write callback does: its output buffer is
      * frozen at the front (nothing drains it but that callback) and thawed
@@ -41,7 +42,7 @@ void httpd_reply_now(struct evhttp_request *req, int code, const char *reason,
     int n;
     evbuffer_unfreeze(out, 1);
     do
-        n = evbuffer_write(out, bufferevent_getfd(bev));
+        n = evbuffer_write(out, fd);
     while (n > 0 && evbuffer_get_length(out) > 0);
     evbuffer_freeze(out, 1);
     if (evbuffer_get_length(out) == 0)
