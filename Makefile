@@ -29,8 +29,12 @@ endif
 OPT    = -O2 -g
 CSTD   = -std=c11 -D_GNU_SOURCE
 PKGS   = libevent libevent_pthreads jansson libpq
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Asked of pkg-config when a recipe first needs them, not when make reads this
+# file: on a fresh machine pkg-config and the -dev packages arrive with `deps`,
+# which every compile and link waits for (order-only), so a flag read at parse
+# time would be empty and the first link would fail. Asked once per run.
+PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null))$(PKG_LIBS)
 CFLAGS_ALL = $(CSTD) $(OPT) $(WARN) $(PKG_CFLAGS) -Icommon -MMD -MP $(CFLAGS)
 LDLIBS_ALL = $(PKG_LIBS) -lpaho-mqtt3a -lpthread -lm $(LDLIBS)
 
@@ -82,7 +86,7 @@ all: deps $(SERVICES)
 deps:
 	@[ "$(SKIP_DEPS)" = 1 ] || scripts/deps.sh
 
-$(OBJ)/%.o: %.c
+$(OBJ)/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
@@ -152,7 +156,7 @@ FUZZ_LIBS     = $(shell pkg-config --libs jansson 2>/dev/null) -levent -lm
 FUZZ_NAMES    = $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_LIB_OBJ  = $(patsubst %.c,$(FUZZ_OUT)/obj/%.o,$(COMMON_SRC) fuzz/oracle.c)
 
-$(FUZZ_OUT)/obj/%.o: %.c
+$(FUZZ_OUT)/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 $(FUZZ_OUT)/fuzz_%: $(FUZZ_OUT)/obj/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
