@@ -45,8 +45,8 @@ endif
 
 # ingestion and storage allocate and free for every request and message
 # (evhttp's requests and buffers, jansson's trees, paho's packets); glibc's
-# malloc cost them a tenth of their CPU, jemalloc much less (README:
-# Performance). MALLOC=libc links glibc's. A sanitizer brings its own
+# malloc cost them a tenth of their CPU, jemalloc much less (bench/NOTES.md;
+# README: Performance). MALLOC=libc links glibc's. A sanitizer brings its own
 # allocator, so sanitized builds keep glibc's too. sensor-sim, the load
 # generator, stays on glibc: it is half of what the benchmark's ceiling
 # measures.

@@ -651,7 +651,7 @@ def main(argv=None):
     # 2: one storage commits one message at a time (paho runs a process's
     # callbacks on one thread, and the PUBACK follows the commit), so two
     # processes in the shared subscription overlap their commits: batch
-    # passes 45-70% more, and single a few percent (README: Performance).
+    # passes 45-70% more, and single a few percent (bench/NOTES.md).
     ap.add_argument("--storage", type=int, default=2,
                     help="storage processes in the pipeline (shared subscription)")
     # 1: the "a do-nothing server", and the most HAProxy passes here:

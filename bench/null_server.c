@@ -10,7 +10,7 @@
  * arrived since the first one waiting get their 202 together, DELAY_US after
  * it (ingestion answers a message's readings together on the broker's
  * PUBACK). What answering later costs evhttp and HAProxy, apart from all
- * the pipeline's work (bench.py --null-delay-us; README: Performance).
+ * the pipeline's work (bench.py --null-delay-us; bench/NOTES.md, "Why 0.6 was hard").
  */
 #include <event2/buffer.h>
 #include <event2/event.h>

@@ -6,5 +6,5 @@
  *
  * Freed memory goes back to the kernel at once, as glibc does for large
  * blocks, so RSS shows what is in use, not a 1 MiB body freed seconds ago
- * (jemalloc's default keeps it for 10 s; README: Performance). */
+ * (jemalloc's default keeps it for 10 s; bench/NOTES.md). */
 const char *malloc_conf = "dirty_decay_ms:0,muzzy_decay_ms:0";
