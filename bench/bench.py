@@ -535,7 +535,9 @@ def ratios_of(by, paired=None):
     def ratio(a, b, target, name):
         if a in by and b in by and sustained(by[b]) > 0:
             v = sustained(by[a]) / sustained(by[b])
-            out[name] = (f"{v:.2f}", f">= {target}" if target else "", v >= target if target else None)
+            # Three decimals, as the paired median below: 0.4991 printed as
+            # 0.50 next to "BELOW TARGET" read as a bug (2026-12-06).
+            out[name] = (f"{v:.3f}", f">= {target}" if target else "", v >= target if target else None)
     if paired and paired["rounds"]:
         rs = sorted(x["ratio"] for x in paired["rounds"])
         med = rs[len(rs) // 2]
