@@ -10,7 +10,8 @@
 #   make compose-test  the compose stack on the local Docker engine (tests/compose)
 #   make compose-config  render compose/haproxy.cfg from haproxy/haproxy.cfg.in
 #
-# Switches: WERROR=1 (CI), SANITIZE=address,undefined, CC=clang, MALLOC=libc.
+# Switches: WERROR=1 (CI), SANITIZE=address,undefined, CC=clang, MALLOC=libc,
+# SKIP_DEPS=1 (no package check: compose/Dockerfile installs its own).
 # Missing Debian packages are installed first (scripts/deps.sh, sudo when not root).
 
 CC       ?= cc
