@@ -29,7 +29,7 @@ WARN  += -Werror
 endif
 OPT    = -O2 -g
 CSTD   = -std=c11 -D_GNU_SOURCE
-PKGS   = libevent libevent_pthreads jansson libpq
+PKGS   = libevent libevent_pthreads jansson libpq libmosquitto
 # Asked of pkg-config when a recipe first needs them, not when make reads this
 # file: on a fresh machine pkg-config and the -dev packages arrive with `deps`,
 # which every compile and link waits for (order-only), so a flag read at parse

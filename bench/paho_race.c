@@ -1,6 +1,7 @@
 /* paho_race.c -- an LD_PRELOAD library that makes paho's lost wake-up
- * happen in every run instead of one run in five, to check that ingestion
- * gets over it (README: Performance, "A stall of about a second").
+ * happen in every run instead of one run in five, to check that the pipeline
+ * gets over it in storage, the service that runs paho (README: Performance,
+ * "A stall of about a second").
  *
  * paho 1.3.12's send thread looks at its queue, then, if empty, locks a
  * condition variable's mutex and waits on it for up to 1 s; a message queued

@@ -14,7 +14,7 @@ static struct {
     int status[NROUTES][NSTATUS];
     struct metric *requests[NROUTES][NSTATUS];
     struct metric *rejected[REJECT_REASONS];
-    struct metric *accepted, *latency, *lost, *wakeups;
+    struct metric *accepted, *latency, *lost;
     struct metric *connected, *spool, *inflight, *unconfirmed;
 } M;
 
@@ -48,10 +48,6 @@ void imetrics_init(void)
     M.lost = metrics_counter("sf_mqtt_connection_lost_total",
                              "Connections to the broker lost (each followed by reconnects)",
                              NULL);
-    M.wakeups = metrics_counter("sf_mqtt_send_wakeups_total",
-                                "Times paho's send thread was woken by hand: messages in "
-                                "flight and no PUBACK for 20 ms (paho 1.3.12 can miss the "
-                                "wake-up of a message queued as it goes to sleep)", NULL);
     M.connected = metrics_gauge("sf_mqtt_connected", "1 while connected to the broker", NULL);
     M.spool = metrics_gauge("sf_spool_bytes",
                             "Bytes in the disk spool (readings taken while the broker was "
@@ -124,11 +120,6 @@ void imetrics_publish_latency(double seconds)
 void imetrics_connection_lost(void)
 {
     metric_inc(M.lost);
-}
-
-void imetrics_mqtt_wakeup(void)
-{
-    metric_inc(M.wakeups);
 }
 
 void imetrics_set_state(int connected, size_t spool_bytes, size_t inflight_readings,

@@ -31,7 +31,6 @@ void imetrics_response(const char *route, int status);
 void imetrics_accepted(size_t readings);
 void imetrics_publish_latency(double seconds);   /* publish -> PUBACK */
 void imetrics_connection_lost(void);             /* any thread */
-void imetrics_mqtt_wakeup(void);                 /* paho's send thread woken by hand */
 
 /* The gauges, set from the publisher's state when a scrape comes. */
 void imetrics_set_state(int connected, size_t spool_bytes, size_t inflight_readings,

@@ -509,12 +509,10 @@ int main(int argc, char **argv)
     struct publisher_stats st;
     publisher_stats(a.pub, &st);
     log_info("shutdown.done", "requests=%llu unacknowledged_readings=%zu "
-             "unconfirmed_messages=%zu confirmed=%llu republished=%llu expired=%llu "
-             "mqtt_wakeups=%llu",
+             "unconfirmed_messages=%zu confirmed=%llu republished=%llu expired=%llu",
              (unsigned long long)http_api_requests(a.api), publisher_outstanding(a.pub),
              st.retained, (unsigned long long)st.confirmed,
-             (unsigned long long)st.republished, (unsigned long long)st.expired,
-             (unsigned long long)st.wakeups);
+             (unsigned long long)st.republished, (unsigned long long)st.expired);
     rc = 0;
 out:
     /* The timer and the signals use the publisher: gone before it is. */

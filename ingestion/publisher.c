@@ -1,24 +1,36 @@
 /* publisher.c -- readings to the MQTT broker, QoS 1, answered on PUBACK.
  *
- * Threads: paho runs its callbacks on its own thread; evhttp may only be
- * touched from the event loop's thread (FACTS.md). So the paho callbacks do
- * nothing but move a finished message onto a locked list and wake the loop
- * with event_active(); all request bookkeeping happens on the loop thread.
- * The lock is never held while calling paho (paho issue #1222). */
+ * One thread: the MQTT client is libmosquitto driven by the event loop
+ * (mosquitto_loop_read/_write when its socket is ready, _misc every tick),
+ * not a library with threads of its own. A POST's PUBLISH is written by the
+ * loop that parsed it, and its PUBACK is read by the loop that answers it:
+ * no hand-over between threads on the way (README: Performance). The
+ * library's callbacks only record what came (a PUBACK, a confirmation, the
+ * connection's end); the loop acts on it once the library has returned,
+ * since libmosquitto must not be re-entered from a callback (it only queues
+ * what is published there) and must not be destroyed in one. */
 #include "publisher.h"
 #include "imetrics.h"
 #include "log.h"
-#include "net.h"
 #include "spool.h"
 #include "ts.h"
 
-#include <MQTTAsync.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
 #include <event2/event.h>
 #include <errno.h>
-#include <pthread.h>
+#include <poll.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A broker that stopped answering is noticed after one keepalive without
+ * traffic (a PINGREQ then goes) and one more without its PINGRESP: about
+ * 10 s, and the requests waiting for its PUBACK are answered then (spooled,
+ * else 503), well within HAProxy's `timeout server` (30 s). A connection
+ * attempt gets as long. libmosquitto takes no less than 5. */
+#define KEEPALIVE_S 5
 
 struct waiter {
     publisher_done_fn done;
@@ -26,7 +38,7 @@ struct waiter {
 };
 
 /* A confirmation from storage: the digest of a message it committed, and
- * when it arrived (paho's thread), for confirm_wait_us(). */
+ * when it arrived, for confirm_wait_us(). */
 struct confirm {
     uint64_t digest;
     int64_t at_us;
@@ -37,7 +49,7 @@ struct pub_msg {
     struct waiter *w;
     size_t nw, capw;
     size_t readings;
-    int ok;                  /* set by the paho callback */
+    int ok;                  /* set by its PUBACK (or the connection's end) */
     const char *why;
     struct publisher *p;
     struct pub_msg *next;    /* in the finished list, then the retained one */
@@ -55,6 +67,14 @@ struct pub_msg {
                               * measures storage's pace (confirm_wait_us()) */
 };
 
+/* A PUBLISH awaiting its PUBACK, by packet id: m is a new message of ours,
+ * or NULL for a republication (its retained message may be confirmed, and
+ * freed, before the PUBACK comes). */
+struct flight {
+    int mid;
+    struct pub_msg *m;
+};
+
 /* A request whose readings were written to the spool, awaiting fdatasync. */
 struct sync_waiter {
     publisher_done_fn done;
@@ -67,17 +87,21 @@ enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_UP };
 struct publisher {
     struct publisher_config cfg;
     char *client_id, *topic, *instance, *stored_topic, *online_topic;
-    char *wake_topic;            /* unsubscribed from to wake paho (wake_cb) */
+    char *host;                  /* of cfg.url */
+    int port;
     char *username, *password;   /* NULL: anonymous */
-    MQTTAsync client;
+    struct mosquitto *mosq;      /* NULL between connections */
+    struct event *read_ev;       /* mosq's socket, persistent */
+    struct event *write_ev;      /* armed while libmosquitto has bytes to write */
+    int dead;                    /* the connection ended inside a library call:
+                                  * torn down once it has returned */
+    int refused_logged;          /* this attempt's CONNACK refusal was logged */
     struct event_base *base;
     struct event *flush_ev;      /* the open message is due: linger_ms after
                                   * its first reading (0: end of loop turn) */
-    struct event *done_ev;       /* activated from paho's thread */
-    struct event *tick_ev;       /* connects (again), forwards, republishes */
+    struct event *tick_ev;       /* connects (again), keepalive, forwards,
+                                  * republishes */
     struct event *hold_ev;       /* the open message waits for storage */
-    struct event *wake_ev;       /* paho's send thread may have missed a
-                                  * wake-up: see wake_cb */
 
     struct pub_msg *open;        /* being filled */
     struct pub_msg *full_head, *full_tail;  /* filled, waiting for storage */
@@ -91,29 +115,27 @@ struct publisher {
      * them alone until the limit changes. */
     size_t held_bytes, held_limit;
     int64_t confirm_avg_us;      /* storage's recent time to confirm (moving average) */
-    atomic_llong last_confirm_us;  /* when the last confirmation arrived */
+    int64_t last_confirm_us;     /* when the last confirmation arrived */
     int fwd_failed, spooling, spool_full_logged;
+    struct flight *flights;      /* in publication order */
+    size_t nflights, capflights;
     size_t inflight;             /* messages sent, not yet done */
+    size_t re_inflight;          /* republications awaiting PUBACK */
     size_t outstanding;          /* readings submitted, not yet done */
 
-    atomic_int state;            /* enum conn_state */
-    atomic_int connected;
-    int connect_backoff_s;       /* loop thread: wait before the next connect */
-    int64_t connect_at_us;       /* loop thread: not before this (monotonic) */
+    int state;                   /* enum conn_state */
+    atomic_int connected;        /* read from any thread */
+    int connect_backoff_s;       /* wait before the next connect */
+    int64_t connect_at_us;       /* not before this (monotonic) */
     /* The broker's Maximum Packet Size (its CONNACK; 0: it named none). It
      * drops the connection of a client sending a larger packet, so no
      * message may be larger: see payload_limit(). */
-    atomic_size_t max_packet;
+    size_t max_packet;
 
-    pthread_mutex_t lock;        /* guards finished and the confirmations */
-    struct pub_msg *finished;
+    /* PUBACKed or failed, in that order, not yet answered (collect()). */
+    struct pub_msg *fin_head, *fin_tail;
     struct confirm *confirms;    /* from storage, not yet applied */
     size_t nconfirms, capconfirms;
-    /* A message waits for storage, or the drain waits for everything to be
-     * confirmed: a confirmation must wake the loop. Else confirmations are
-     * only recorded, and applied at the next PUBACK or tick: the loop is not
-     * woken once more per message for nothing. */
-    atomic_int awaiting_confirm;
 
     /* Acknowledged, not yet confirmed by storage: oldest first. */
     struct pub_msg *ret_head, *ret_tail;
@@ -124,13 +146,10 @@ struct publisher {
     size_t young;
     int draining;                /* nothing waits for storage any more */
     int destroying;              /* failures are final: nothing is spooled */
-    atomic_int resend_all;       /* set on reconnection */
-    atomic_int re_inflight;      /* republications awaiting PUBACK */
-    atomic_ullong completions;   /* PUBACKs and failures so far (paho's thread) */
-    unsigned long long wake_seen;  /* completions when wake_ev was armed */
-    atomic_int wake_pending;     /* our UNSUBSCRIBE awaits its UNSUBACK */
+    int resend_all;              /* set on reconnection */
     int due_left;                /* republish_due() ran out of slots */
-    int ever_connected;          /* paho thread only */
+    size_t round_sent;           /* republished in this round, not yet logged */
+    int ever_connected;
     struct publisher_stats st;
 };
 
@@ -143,128 +162,115 @@ static void msg_free(struct pub_msg *m)
     free(m);
 }
 
-/* --- paho's thread ------------------------------------------------------- */
+/* --- libmosquitto's callbacks: they record, the loop acts (after_io) ----- */
 
-static void hand_back(struct pub_msg *m, int ok, const char *why)
+static void finished(struct publisher *p, struct pub_msg *m, int ok, const char *why)
 {
-    struct publisher *p = m->p;
     m->ok = ok;
     m->why = why;
-    pthread_mutex_lock(&p->lock);
-    m->next = p->finished;
-    p->finished = m;
-    pthread_mutex_unlock(&p->lock);
-    atomic_fetch_add(&p->completions, 1);
-    event_active(p->done_ev, EV_READ, 0);
+    m->next = NULL;
+    if (p->fin_tail)
+        p->fin_tail->next = m;
+    else
+        p->fin_head = m;
+    p->fin_tail = m;
 }
 
-static void on_publish_ok(void *ctx, MQTTAsync_successData5 *resp)
-{
-    /* paho 1.3.11 does not pass on the PUBACK's reason code here (it stays
-     * 0), so a "no matching subscribers" (0x10) PUBACK cannot be told from a
-     * real one: see the README's Guarantees for what that leaves open. */
-    (void)resp;
-    hand_back(ctx, 1, NULL);
-}
-
-static void on_publish_fail(void *ctx, MQTTAsync_failureData5 *resp)
-{
-    struct pub_msg *m = ctx;
-    /* Not acknowledged. paho 1.3.11 says why in one of three ways: a PUBACK
-     * reason code >= 0x80 (e.g. not authorised; code 0), the connection
-     * going with the message in flight (-11, FACTS.md: lost, keepalive
-     * timeout, or our own disconnect, which publisher_destroy covers), or a
-     * failed write of the PUBLISH (-1, the connection going too; for a
-     * partial write, resp's fields are not even set). All but the refusal
-     * may go to the spool; a refusal would be refused again when the spool
-     * is forwarded. */
-    m->lost = !(resp && resp->code == MQTTASYNC_SUCCESS && resp->reasonCode >= 0x80);
-    hand_back(m, 0, "broker did not acknowledge the readings");
-}
-
-static void on_subscribe_fail(void *ctx, MQTTAsync_failureData5 *resp)
+static void on_publish(struct mosquitto *mosq, void *ctx, int mid, int reason,
+                       const mosquitto_property *props)
 {
     struct publisher *p = ctx;
-    log_warn("mqtt.subscribe_failed", "topic=%s rc=%d msg=\"no confirmations: unconfirmed "
-             "messages will be republished\"", p->cfg.stored_topic, resp ? resp->code : 0);
+    (void)mosq;
+    (void)props;
+    /* PUBACKs come in the order of their PUBLISHes (MQTT 4.6): the first
+     * flight is nearly always the one. */
+    size_t i = 0;
+    while (i < p->nflights && p->flights[i].mid != mid)
+        i++;
+    if (i == p->nflights)
+        return;   /* a PUBLISH we already counted as failed */
+    struct pub_msg *m = p->flights[i].m;
+    memmove(&p->flights[i], &p->flights[i + 1], (p->nflights - i - 1) * sizeof *p->flights);
+    p->nflights--;
+    if (!m) {   /* a republication: acknowledged or not, a slot is free */
+        p->re_inflight--;
+        return;
+    }
+    /* A reason code >= 0x80 is a refusal (not authorised, quota exceeded):
+     * it would be refused again from the spool, so it is not lost but
+     * failed. Below is success, 0x10 "no matching subscribers" included:
+     * storage's shared subscription is not there, and the message stays
+     * retained until storage confirms it (republished when it announces
+     * itself on @online). */
+    m->lost = 0;
+    if (reason >= 0x80) {
+        log_warn("mqtt.publish_refused", "reason=\"%s\" readings=%zu",
+                 mosquitto_reason_string(reason), m->readings);
+        finished(p, m, 0, "broker did not acknowledge the readings");
+    } else {
+        finished(p, m, 1, NULL);
+    }
 }
 
-static void on_connected(void *ctx, char *cause)
+static void on_subscribe(struct mosquitto *mosq, void *ctx, int mid, int n, const int *granted,
+                         const mosquitto_property *props)
 {
     struct publisher *p = ctx;
-    (void)cause;
-    /* Our messages are small and answered one by one: no Nagle (net.h). */
-    net_nodelay_to_port(net_url_port(p->cfg.url, 1883));
-    /* Clean start: the subscriptions are made again on every connection. */
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    ro.onFailure5 = on_subscribe_fail;
-    ro.context = p;
+    (void)mosq;
+    (void)mid;
+    (void)props;
+    for (int i = 0; i < n; i++)
+        if (granted[i] >= 0x80)
+            log_warn("mqtt.subscribe_failed", "topic=%s reason=\"%s\" msg=\"no confirmations: "
+                     "unconfirmed messages will be republished\"",
+                     i ? p->online_topic : p->stored_topic, mosquitto_reason_string(granted[i]));
+}
+
+static void on_connect(struct mosquitto *mosq, void *ctx, int reason, int flags,
+                       const mosquitto_property *props)
+{
+    struct publisher *p = ctx;
+    (void)flags;
+    if (reason) {
+        /* A refused CONNACK names its reason (bad user name or password, not
+         * authorized): the operator's fix is in the credentials, not the
+         * network. The library then ends the connection (on_disconnect). */
+        log_warn("mqtt.connect_failed", "broker=%s rc=%d reason=\"%s\" user=%s", p->cfg.url,
+                 reason, mosquitto_reason_string(reason), p->username ? p->username : "-");
+        p->refused_logged = 1;
+        return;
+    }
+    uint32_t max = 0;
+    mosquitto_property_read_int32(props, MQTT_PROP_MAXIMUM_PACKET_SIZE, &max, false);
+    p->max_packet = max;
+    /* Clean start: the subscriptions are made again on every connection.
+     * Queued here, written when the library returns. */
     char *topics[2] = { p->stored_topic, p->online_topic };
-    int qos[2] = { 0, 0 };
-    int rc = MQTTAsync_subscribeMany(p->client, 2, topics, qos, &ro);
-    if (rc != MQTTASYNC_SUCCESS)
-        log_warn("mqtt.subscribe_failed", "topic=%s rc=%d", p->cfg.stored_topic, rc);
+    int rc = mosquitto_subscribe_multiple(mosq, NULL, 2, topics, 0, 0, NULL);
+    if (rc != MOSQ_ERR_SUCCESS)
+        log_warn("mqtt.subscribe_failed", "topic=%s rc=%d reason=\"%s\"", p->cfg.stored_topic,
+                 rc, mosquitto_strerror(rc));
+    p->state = CONN_UP;
+    atomic_store(&p->connected, 1);
     /* Whatever the broker held for storage may be gone (a restart or a
      * crash): send again everything not yet confirmed. */
-    atomic_store(&p->state, CONN_UP);
-    atomic_store(&p->connected, 1);
-    /* After connected: a republish_due seeing resend_all while not yet
-     * connected would clear it and send nothing until the next tick. */
     if (p->ever_connected)
-        atomic_store(&p->resend_all, 1);
+        p->resend_all = 1;
     p->ever_connected = 1;
-    /* A wake-up UNSUBSCRIBE of the last connection gets no UNSUBACK on this
-     * one: without this, were paho never to fail it, wake_cb would wait for
-     * it for ever. */
-    atomic_store(&p->wake_pending, 0);
-    size_t max = atomic_load(&p->max_packet);
     if (max)
-        log_info("mqtt.connected", "broker=%s client_id=%s max_packet_bytes=%zu", p->cfg.url,
+        log_info("mqtt.connected", "broker=%s client_id=%s max_packet_bytes=%u", p->cfg.url,
                  p->client_id, max);
     else
         log_info("mqtt.connected", "broker=%s client_id=%s", p->cfg.url, p->client_id);
-    /* Wake the loop: the spool goes out now, ahead of newer readings, not at
-     * the next tick (a reading posted after the reconnect was otherwise
-     * stored up to a second before older, spooled ones). */
-    event_active(p->done_ev, EV_READ, 0);
 }
 
-/* The connect's onSuccess5, before on_connected(). paho (1.3.11, and
- * Debian 12's 1.3.12) calls it for a connect we start, never for its own
- * automatic reconnects (MQTTAsyncUtils.c): that is why every connect is
- * ours (tick_cb). */
-static void on_connect_ok(void *ctx, MQTTAsync_successData5 *resp)
+static void on_disconnect(struct mosquitto *mosq, void *ctx, int rc,
+                          const mosquitto_property *props)
 {
     struct publisher *p = ctx;
-    size_t max = 0;
-    if (resp && MQTTProperties_hasProperty(&resp->properties,
-                                           MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE))
-        max = (uint32_t)MQTTProperties_getNumericValue(&resp->properties,
-                                                       MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE);
-    atomic_store(&p->max_packet, max);
-}
-
-static void on_connection_lost(void *ctx, char *cause)
-{
-    struct publisher *p = ctx;
-    atomic_store(&p->connected, 0);
-    atomic_store(&p->state, CONN_IDLE);           /* the tick connects again */
-    imetrics_connection_lost();
-    log_warn("mqtt.connection_lost", "broker=%s cause=\"%s\"", p->cfg.url,
-             cause ? cause : "unknown");
-}
-
-static void on_connect_fail(void *ctx, MQTTAsync_failureData5 *resp)
-{
-    struct publisher *p = ctx;
-    atomic_store(&p->state, CONN_IDLE);           /* the tick tries again */
-    /* A refused CONNACK names its reason (bad user name or password, not
-     * authorized): the operator's fix is in the credentials, not the network. */
-    log_warn("mqtt.connect_failed", "broker=%s rc=%d reason=\"%s\" user=%s", p->cfg.url,
-             resp ? resp->code : 0,
-             resp && resp->reasonCode ? MQTTReasonCode_toString(resp->reasonCode)
-             : resp && resp->message ? resp->message : "unreachable",
-             p->username ? p->username : "-");
+    (void)mosq;
+    (void)props;
+    p->dead = rc ? rc : MOSQ_ERR_CONN_LOST;
 }
 
 static int hexval(char c)
@@ -274,15 +280,17 @@ static int hexval(char c)
 
 /* A confirmation from storage: 16 hex digits, the digest of a message; or
  * a storage announcing it has (re)subscribed. */
-static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *m)
+static void on_message(struct mosquitto *mosq, void *ctx, const struct mosquitto_message *msg,
+                       const mosquitto_property *props)
 {
     struct publisher *p = ctx;
-    const char *d = m->payload;
+    const char *d = msg->payload;
     uint64_t digest = 0;
-    int ok = m->payloadlen == 16;
-    (void)topic_len;
-    if (!strcmp(topic, p->online_topic)) {
-        atomic_store(&p->resend_all, 1);
+    int ok = msg->payloadlen == 16;
+    (void)mosq;
+    (void)props;
+    if (!strcmp(msg->topic, p->online_topic)) {
+        p->resend_all = 1;
         ok = 0;
     }
     for (int i = 0; ok && i < 16; i++) {
@@ -290,51 +298,25 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
         ok = v >= 0;
         digest = digest << 4 | (uint64_t)(v & 0xf);
     }
-    if (ok) {
-        int64_t now = ts_mono_us();
-        atomic_store(&p->last_confirm_us, now);
-        pthread_mutex_lock(&p->lock);
-        if (p->nconfirms == p->capconfirms) {
-            size_t cap = p->capconfirms ? p->capconfirms * 2 : 64;
-            struct confirm *c = realloc(p->confirms, cap * sizeof *c);
-            if (c) {
-                p->confirms = c;
-                p->capconfirms = cap;
-            }
+    if (!ok)
+        return;
+    int64_t now = ts_mono_us();
+    p->last_confirm_us = now;
+    if (p->nconfirms == p->capconfirms) {
+        size_t cap = p->capconfirms ? p->capconfirms * 2 : 64;
+        struct confirm *c = realloc(p->confirms, cap * sizeof *c);
+        if (c) {
+            p->confirms = c;
+            p->capconfirms = cap;
         }
-        /* Out of memory drops it: the message is then republished, harmlessly. */
-        if (p->nconfirms < p->capconfirms)
-            p->confirms[p->nconfirms++] = (struct confirm){ digest, now };
-        pthread_mutex_unlock(&p->lock);
-        if (atomic_load(&p->awaiting_confirm))
-            event_active(p->done_ev, EV_READ, 0);
     }
-    MQTTAsync_freeMessage(&m);
-    MQTTAsync_free(topic);
-    return 1;
-}
-
-/* A republication was acknowledged (or failed: the message stays retained
- * and is tried again later). Either way a slot is free. */
-static void on_republish_done(void *ctx, MQTTAsync_successData5 *resp)
-{
-    struct publisher *p = ctx;
-    (void)resp;
-    atomic_fetch_sub(&p->re_inflight, 1);
-    atomic_fetch_add(&p->completions, 1);
-    event_active(p->done_ev, EV_READ, 0);
-}
-
-static void on_republish_fail(void *ctx, MQTTAsync_failureData5 *resp)
-{
-    struct publisher *p = ctx;
-    (void)resp;
-    atomic_fetch_sub(&p->re_inflight, 1);
-    atomic_fetch_add(&p->completions, 1);
-    event_active(p->done_ev, EV_READ, 0);
+    /* Out of memory drops it: the message is then republished, harmlessly. */
+    if (p->nconfirms < p->capconfirms)
+        p->confirms[p->nconfirms++] = (struct confirm){ digest, now };
 }
 
 static void forwarded_done(struct publisher *p, int ok);
+
 
 /* The largest payload the broker takes in one PUBLISH: its Maximum Packet
  * Size less our packet's header (fixed header, topic, packet id, an empty
@@ -342,7 +324,7 @@ static void forwarded_done(struct publisher *p, int ok);
  * connection. */
 static size_t payload_limit(const struct publisher *p)
 {
-    size_t max = atomic_load(&p->max_packet);
+    size_t max = p->max_packet;
     size_t head = strlen(p->topic) + 16;
     if (!max)
         return SIZE_MAX;
@@ -544,72 +526,14 @@ static void apply_confirms(struct publisher *p, const struct confirm *c, size_t 
     }
 }
 
-/* paho 1.3.12's send thread goes to sleep (for up to a second) when its
- * queue looks empty, and a command queued between its look and its sleep
- * does not wake it: the condition variable is waited on with no predicate
- * (MQTTAsync_sendThread and MQTTAsync_addCommand, MQTTAsyncUtils.c; the
- * same in 1.3.13). The message then waits in paho for that second, and with
- * it every request of this replica, since storage's pacing holds the next
- * message until this one is acknowledged. Any command queued later wakes
- * the thread, which sends its queue in order. So when messages are in
- * flight and none was acknowledged for WAKE_AFTER_US, we queue an
- * UNSUBSCRIBE from a topic we never subscribed to: the broker answers it
- * (UNSUBACK: no subscription existed) and nothing else happens. One at a
- * time, so that a broker that stopped answering gets one, not one every
- * WAKE_AFTER_US (README: Performance, the one-second stall). */
-#define WAKE_AFTER_US 20000
-
-static void wake_arm(struct publisher *p)
-{
-    if (evtimer_pending(p->wake_ev, NULL))
-        return;
-    p->wake_seen = atomic_load(&p->completions);
-    struct timeval tv = { 0, WAKE_AFTER_US };
-    evtimer_add(p->wake_ev, &tv);
-}
-
-static void on_wake_ok(void *ctx, MQTTAsync_successData5 *resp)
-{
-    (void)resp;
-    atomic_store(&((struct publisher *)ctx)->wake_pending, 0);
-}
-
-static void on_wake_fail(void *ctx, MQTTAsync_failureData5 *resp)
-{
-    (void)resp;
-    atomic_store(&((struct publisher *)ctx)->wake_pending, 0);
-}
-
-static void wake_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct publisher *p = arg;
-    (void)fd;
-    (void)what;
-    if (!p->inflight && !atomic_load(&p->re_inflight))
-        return;   /* everything was answered: armed again by the next send */
-    if (atomic_load(&p->completions) == p->wake_seen && publisher_connected(p) &&
-        !atomic_exchange(&p->wake_pending, 1)) {
-        MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-        ro.onSuccess5 = on_wake_ok;
-        ro.onFailure5 = on_wake_fail;
-        ro.context = p;
-        if (MQTTAsync_unsubscribe(p->client, p->wake_topic, &ro) == MQTTASYNC_SUCCESS) {
-            p->st.wakeups++;
-            imetrics_mqtt_wakeup();
-            log_debug("mqtt.wakeup", "inflight=%zu msg=\"no PUBACK for %d ms: woke paho's "
-                      "send thread\"", p->inflight, WAKE_AFTER_US / 1000);
-        } else {
-            atomic_store(&p->wake_pending, 0);
-        }
-    }
-    wake_arm(p);
-}
+static int publish(struct publisher *p, struct pub_msg *m, const struct reading_msg *body);
 
 /* Publishes again what is due; lets go of what is past the retention. */
 static void republish_due(struct publisher *p)
 {
     int64_t now = ts_mono_us(), keep = (int64_t)p->cfg.retention_s * 1000000;
-    int all = atomic_exchange(&p->resend_all, 0);
+    int all = p->resend_all;
+    p->resend_all = 0;
     size_t sent = 0, expired = 0, cut = 0;
     struct pub_msg *prev = NULL, *m = p->ret_head;
     p->due_left = 0;
@@ -637,27 +561,15 @@ static void republish_due(struct publisher *p)
             m = prev ? prev->next : p->ret_head;   /* the first piece */
             continue;
         }
-        if (due && (size_t)atomic_load(&p->re_inflight) + p->inflight >= p->cfg.max_inflight)
+        if (due && p->re_inflight + p->inflight >= p->cfg.max_inflight)
             p->due_left = 1;   /* carried on as acknowledgements free slots */
         else if (due) {
-            MQTTAsync_message msg = MQTTAsync_message_initializer;
-            msg.payload = m->body.buf;
-            msg.payloadlen = (int)m->body.len;
-            msg.qos = 1;
-            MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-            ro.onSuccess5 = on_republish_done;
-            ro.onFailure5 = on_republish_fail;
-            ro.context = p;
-            atomic_fetch_add(&p->re_inflight, 1);
-            if (MQTTAsync_sendMessage(p->client, p->topic, &msg, &ro) == MQTTASYNC_SUCCESS) {
-                wake_arm(p);
+            if (publish(p, NULL, &m->body) == MOSQ_ERR_SUCCESS) {
                 m->copies++;
                 sent++;
                 /* Doubling: a storage that is merely slow is not flooded. */
                 unsigned shift = m->copies < 16 ? m->copies : 16;
                 m->next_us = now + ((int64_t)p->cfg.republish_after_s * 1000000 << shift);
-            } else {
-                atomic_fetch_sub(&p->re_inflight, 1);
             }
         }
         prev = m;
@@ -665,8 +577,14 @@ static void republish_due(struct publisher *p)
     }
     p->st.republished += sent;
     p->st.expired += expired;
-    if (sent)
-        log_info("retention.republished", "messages=%zu retained=%zu", sent, p->retained);
+    /* One line per round, when nothing due is left: a round larger than the
+     * in-flight cap goes on one message per acknowledgement. */
+    p->round_sent += sent;
+    if (p->round_sent && !p->due_left) {
+        log_info("retention.republished", "messages=%zu retained=%zu", p->round_sent,
+                 p->retained);
+        p->round_sent = 0;
+    }
     if (cut)
         log_info("retention.cut", "messages=%zu max_payload_bytes=%zu msg=\"larger than the "
                  "broker takes now: sent again in pieces\"", cut, payload_limit(p));
@@ -675,38 +593,142 @@ static void republish_due(struct publisher *p)
                  "%d s: let go\"", expired, p->cfg.retention_s);
 }
 
-/* --- the loop's thread --------------------------------------------------- */
+/* --- the connection ------------------------------------------------------- */
 
-static void start_connect(struct publisher *p)
+static void io_arm(struct publisher *p)
 {
-    MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer5;
-    /* paho 1.3.11 pings after keepAliveInterval without traffic either way
-     * and gives up 1.5 intervals later: a broker that stopped answering
-     * (frozen, or the network gone quiet) is noticed after about 12 s, and
-     * the requests waiting for its PUBACK are answered then (spooled, else
-     * 503), well within HAProxy's `timeout server` (30 s); with 20 s they
-     * waited 50 s. */
-    co.keepAliveInterval = 5;
-    co.cleanstart = 1;              /* publishers keep no session */
-    /* No automaticReconnect: its CONNACK would not reach us, and a broker
-     * restarted with a lower maximum packet size would drop the connection
-     * at every message (on_connect_ok). tick_cb reconnects instead. */
-    co.connectTimeout = 5;
-    co.onSuccess5 = on_connect_ok;
-    co.onFailure5 = on_connect_fail;
-    co.context = p;
-    co.username = p->username;
-    co.password = p->password;
-    atomic_store(&p->state, CONN_CONNECTING);
-    int rc = MQTTAsync_connect(p->client, &co);
-    if (rc != MQTTASYNC_SUCCESS) {
-        atomic_store(&p->state, CONN_IDLE);
-        log_warn("mqtt.connect_failed", "broker=%s rc=%d", p->cfg.url, rc);
+    if (p->mosq && !p->dead && mosquitto_want_write(p->mosq) &&
+        !event_pending(p->write_ev, EV_WRITE, NULL))
+        event_add(p->write_ev, NULL);
+}
+
+/* Remembers a PUBLISH until its PUBACK. Returns -1 when out of memory. */
+static int flight_add(struct publisher *p, int mid, struct pub_msg *m)
+{
+    if (p->nflights == p->capflights) {
+        size_t cap = p->capflights ? p->capflights * 2 : 32;
+        struct flight *f = realloc(p->flights, cap * sizeof *f);
+        if (!f)
+            return -1;
+        p->flights = f;
+        p->capflights = cap;
+    }
+    p->flights[p->nflights++] = (struct flight){ mid, m };
+    if (m)
+        p->inflight++;
+    else
+        p->re_inflight++;
+    return 0;
+}
+
+/* Publishes one payload at QoS 1: the library writes it at once when the
+ * socket takes it (we are not in one of its callbacks), else when the
+ * socket is writable (io_arm). Returns the library's code. */
+static int publish(struct publisher *p, struct pub_msg *m, const struct reading_msg *body)
+{
+    int mid;
+    if (!p->mosq || p->dead || p->state != CONN_UP)
+        return MOSQ_ERR_NO_CONN;
+    int rc = mosquitto_publish_v5(p->mosq, &mid, p->topic, (int)body->len, body->buf, 1, false,
+                                  NULL);
+    if (rc == MOSQ_ERR_SUCCESS && flight_add(p, mid, m) < 0)
+        rc = MOSQ_ERR_NOMEM;   /* its PUBACK will find no flight: ignored */
+    io_arm(p);
+    return rc;
+}
+
+/* The connection ended (p->dead, or a failed start): everything in flight
+ * failed for want of it (to the spool, see spool_lost), and the client is
+ * freed; tick_cb makes a new one. A fresh client per connection: libmosquitto
+ * would otherwise send its own copies of the lost PUBLISHes after the
+ * reconnect, beside ours from the spool. */
+static void conn_end(struct publisher *p, int rc)
+{
+    int was = p->state;
+    if (p->read_ev)
+        event_free(p->read_ev);
+    if (p->write_ev)
+        event_free(p->write_ev);
+    p->read_ev = p->write_ev = NULL;
+    if (p->mosq)
+        mosquitto_destroy(p->mosq);
+    p->mosq = NULL;
+    p->dead = 0;
+    p->state = CONN_IDLE;
+    atomic_store(&p->connected, 0);
+    for (size_t i = 0; i < p->nflights; i++) {
+        struct pub_msg *m = p->flights[i].m;
+        if (m) {
+            m->lost = 1;
+            finished(p, m, 0, "broker did not acknowledge the readings");
+        }
+    }
+    p->nflights = 0;
+    p->re_inflight = 0;
+    if (p->destroying)
+        return;
+    if (was == CONN_UP) {
+        imetrics_connection_lost();
+        log_warn("mqtt.connection_lost", "broker=%s cause=\"%s\"", p->cfg.url,
+                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+    } else if (!p->refused_logged) {
+        log_warn("mqtt.connect_failed", "broker=%s rc=%d reason=\"%s\" user=%s", p->cfg.url, rc,
+                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+                 p->username ? p->username : "-");
     }
 }
 
-/* Hands one finished message to paho; on refusal, completes it at once
- * (to the spool when paho refused for want of a connection). */
+static void after_io(struct publisher *p);
+
+static void io_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct publisher *p = arg;
+    (void)fd;
+    if (p->mosq && (what & EV_READ))
+        mosquitto_loop_read(p->mosq, 1);
+    if (p->mosq && !p->dead && (what & EV_WRITE))
+        mosquitto_loop_write(p->mosq, 1);
+    after_io(p);
+}
+
+static void start_connect(struct publisher *p)
+{
+    int rc = MOSQ_ERR_NOMEM;
+    p->refused_logged = 0;
+    p->state = CONN_CONNECTING;
+    p->mosq = mosquitto_new(p->client_id, true, p);   /* clean start: no session */
+    if (!p->mosq)
+        goto fail;
+    mosquitto_int_option(p->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    /* Our messages are small and answered one by one: no Nagle. */
+    mosquitto_int_option(p->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+    if (p->username && (rc = mosquitto_username_pw_set(p->mosq, p->username, p->password)))
+        goto fail;
+    mosquitto_connect_v5_callback_set(p->mosq, on_connect);
+    mosquitto_disconnect_v5_callback_set(p->mosq, on_disconnect);
+    mosquitto_publish_v5_callback_set(p->mosq, on_publish);
+    mosquitto_message_v5_callback_set(p->mosq, on_message);
+    mosquitto_subscribe_v5_callback_set(p->mosq, on_subscribe);
+    /* Resolves the host here, on the loop (a name in /etc/hosts or the
+     * compose network's DNS), then connects without waiting. */
+    rc = mosquitto_connect_async(p->mosq, p->host, p->port, KEEPALIVE_S);
+    if (rc)
+        goto fail;
+    int fd = mosquitto_socket(p->mosq);
+    p->read_ev = event_new(p->base, fd, EV_READ | EV_PERSIST, io_cb, p);
+    p->write_ev = event_new(p->base, fd, EV_WRITE, io_cb, p);
+    if (!p->read_ev || !p->write_ev || event_add(p->read_ev, NULL) < 0) {
+        rc = MOSQ_ERR_NOMEM;
+        goto fail;
+    }
+    io_arm(p);
+    return;
+fail:
+    conn_end(p, rc);
+}
+
+/* Publishes one finished message; on refusal, completes it at once (to
+ * the spool when it was refused for want of a connection). */
 static void send_msg(struct publisher *p, struct pub_msg *m)
 {
     if (m->body.len > payload_limit(p)) {
@@ -719,25 +741,16 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
     }
     m->digest = reading_msg_digest(m->body.buf, m->body.len);
     m->first_us = ts_mono_us();
-    m->timed = m->first_us - atomic_load(&p->last_confirm_us) <= 1000000;
-    MQTTAsync_message msg = MQTTAsync_message_initializer;
-    msg.payload = m->body.buf;
-    msg.payloadlen = (int)m->body.len;
-    msg.qos = 1;
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    ro.onSuccess5 = on_publish_ok;
-    ro.onFailure5 = on_publish_fail;
-    ro.context = m;
-    p->inflight++;
-    /* paho copies the payload; m stays ours until its callback. */
-    int rc = MQTTAsync_sendMessage(p->client, p->topic, &msg, &ro);
-    if (rc != MQTTASYNC_SUCCESS) {
-        p->inflight--;
+    m->timed = m->first_us - p->last_confirm_us <= 1000000;
+    /* The library copies the payload; m stays ours until its PUBACK. */
+    int rc = publish(p, m, &m->body);
+    if (rc != MOSQ_ERR_SUCCESS) {
         log_debug("mqtt.publish_refused", "rc=%d readings=%zu", rc, m->readings);
-        m->lost = rc == MQTTASYNC_DISCONNECTED;
+        /* Not connected, or the write failed (the connection is going: the
+         * read event ends it), or over the broker's limit after all: to the
+         * spool, which sends it in pieces that fit. */
+        m->lost = rc != MOSQ_ERR_NOMEM;
         msg_complete(p, m, 0, "broker unavailable");
-    } else {
-        wake_arm(p);
     }
 }
 
@@ -758,7 +771,7 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
 static int64_t confirm_wait_us(const struct publisher *p, int64_t now)
 {
     int64_t base = (int64_t)p->cfg.confirm_wait_ms * 1000;
-    if (now - atomic_load(&p->last_confirm_us) > 1000000)
+    if (now - p->last_confirm_us > 1000000)
         return base;
     int64_t wait = 2 * p->confirm_avg_us;
     if (wait > CONFIRM_WAIT_MAX_US)
@@ -800,15 +813,6 @@ static int hold_for_storage(struct publisher *p)
     if (p->inflight + p->young < p->cfg.max_unconfirmed)
         return 0;
     if (p->young_head) {   /* try again when the oldest has had its time */
-        /* From now on a confirmation wakes us; one that came before did
-         * not, so look (on_message sets, then reads; we store, then lock:
-         * one of the two sees the other). */
-        atomic_store(&p->awaiting_confirm, 1);
-        pthread_mutex_lock(&p->lock);
-        int pending = p->nconfirms > 0;
-        pthread_mutex_unlock(&p->lock);
-        if (pending)
-            event_active(p->done_ev, EV_READ, 0);
         /* Armed anew each time: the wait moves with storage's pace. */
         int64_t left = p->young_head->first_us + confirm_wait_us(p, now) - now;
         struct timeval tv = { (time_t)(left / 1000000), (suseconds_t)(left % 1000000) };
@@ -1144,26 +1148,12 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     pump(arg);
 }
 
-/* Takes what paho's thread handed over: answers the acknowledged (or
- * failed) messages' requests, then drops what storage confirmed. */
+/* Answers the acknowledged (or failed) messages' requests, in order, then
+ * drops what storage confirmed. */
 static void collect(struct publisher *p)
 {
-    struct confirm stack_buf[64], *confirms = stack_buf;
-    size_t nconf;
-    pthread_mutex_lock(&p->lock);
-    struct pub_msg *list = p->finished;
-    p->finished = NULL;
-    nconf = p->nconfirms;
-    if (nconf > 64) {
-        /* Take the whole array; paho's thread starts a new one. */
-        confirms = p->confirms;
-        p->confirms = NULL;
-        p->capconfirms = 0;
-    } else if (nconf) {   /* p->confirms may still be NULL */
-        memcpy(stack_buf, p->confirms, nconf * sizeof *confirms);
-    }
-    p->nconfirms = 0;
-    pthread_mutex_unlock(&p->lock);
+    struct pub_msg *list = p->fin_head;
+    p->fin_head = p->fin_tail = NULL;
     /* Acknowledgements first, so that a confirmation finds its message. */
     while (list) {
         struct pub_msg *next = list->next;
@@ -1171,22 +1161,25 @@ static void collect(struct publisher *p)
         msg_complete(p, list, list->ok, list->why);
         list = next;
     }
-    apply_confirms(p, confirms, nconf);
-    if (confirms != stack_buf)
-        free(confirms);
+    size_t n = p->nconfirms;
+    p->nconfirms = 0;
+    apply_confirms(p, p->confirms, n);
 }
 
-static void done_cb(evutil_socket_t fd, short what, void *arg)
+/* After every call into the library: writes what its callbacks queued (a
+ * SUBSCRIBE after the CONNACK), ends a connection that ended, then acts on
+ * what came. */
+static void after_io(struct publisher *p)
 {
-    struct publisher *p = arg;
-    (void)fd;
-    (void)what;
-    if (!p->draining)   /* pump() below sets it again if need be */
-        atomic_store(&p->awaiting_confirm, 0);
+    if (p->mosq && !p->dead && mosquitto_want_write(p->mosq))
+        mosquitto_loop_write(p->mosq, 1);
+    if (p->dead)
+        conn_end(p, p->dead);
+    io_arm(p);
     collect(p);
-    forward_spool(p);   /* on a reconnect (on_connected wakes us): the spool first */
-    pump(p);   /* a slot may have freed up for a waiting message */
-    if (p->due_left || atomic_load(&p->resend_all))
+    forward_spool(p);   /* on a reconnect: the spool first, ahead of newer readings */
+    pump(p);            /* a slot may have freed up for a waiting message */
+    if (p->due_left || p->resend_all)
         republish_due(p);
 }
 
@@ -1195,24 +1188,69 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     struct publisher *p = arg;
     (void)fd;
     (void)what;
-    int state = atomic_load(&p->state);
     int64_t now = ts_mono_us();
-    if (state == CONN_UP) {
+    if (p->state == CONN_UP) {
         p->connect_backoff_s = 0;
-    } else if (state == CONN_IDLE && now >= p->connect_at_us &&
-               !MQTTAsync_isConnected(p->client)) {
+    } else if (p->state == CONN_IDLE && now >= p->connect_at_us) {
         /* At the next tick after a loss, then about 1, 2, 4, 8, 8 ... s
-         * apart. MQTTAsync_isConnected takes paho's lock: on_connection_lost
-         * runs under it, and paho still reads the connect options after it
-         * returns, which MQTTAsync_connect rewrites without the lock. */
+         * apart. */
         p->connect_at_us = now + (int64_t)p->connect_backoff_s * 1000000;
         p->connect_backoff_s = p->connect_backoff_s ? (p->connect_backoff_s < 8 ?
                                                        p->connect_backoff_s * 2 : 8) : 1;
         start_connect(p);
     }
-    collect(p);   /* confirmations recorded since the last PUBACK */
-    forward_spool(p);
+    if (p->mosq && !p->dead)
+        mosquitto_loop_misc(p->mosq);   /* keepalive: a PINGREQ, or the end */
+    after_io(p);
     republish_due(p);
+}
+
+/* cfg->url, tcp://host:port or mqtt://host[:port] (an IPv6 host in [...]),
+ * into p->host and p->port. Returns -1 saying why in err. */
+static int parse_url(struct publisher *p, const char *url, char *err, size_t errlen)
+{
+    const char *h = NULL;
+    if (!strncmp(url, "tcp://", 6))
+        h = url + 6;
+    else if (!strncmp(url, "mqtt://", 7))
+        h = url + 7;
+    if (!h) {
+        snprintf(err, errlen, "MQTT_URL '%s': not tcp://host:port (nor mqtt://)", url);
+        return -1;
+    }
+    size_t n = strcspn(h, "/?#");
+    const char *rest = h + n;
+    const char *colon = NULL;
+    for (const char *q = h; q < h + n; q++)   /* the last ':' outside [v6] */
+        if (*q == ':')
+            colon = q;
+        else if (*q == ']')
+            colon = NULL;
+    size_t hl = colon ? (size_t)(colon - h) : n;
+    p->port = 1883;
+    if (colon) {
+        char *end;
+        long v = strtol(colon + 1, &end, 10);
+        if (end != rest || end == colon + 1 || v < 1 || v > 65535) {
+            snprintf(err, errlen, "MQTT_URL '%s': the port is not a number in 1..65535", url);
+            return -1;
+        }
+        p->port = (int)v;
+    }
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    if (!hl || *rest) {
+        snprintf(err, errlen, "MQTT_URL '%s': %s", url, hl ? "nothing may follow host:port"
+                                                          : "no host");
+        return -1;
+    }
+    if (!(p->host = strndup(h, hl))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
 }
 
 struct publisher *publisher_create(struct event_base *base, const struct publisher_config *cfg,
@@ -1223,9 +1261,11 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    pthread_mutex_init(&p->lock, NULL);
+    mosquitto_lib_init();   /* counted: publisher_destroy undoes it */
     p->cfg = *cfg;
     p->base = base;
+    if (parse_url(p, cfg->url, err, errlen) < 0)
+        goto err;
     p->client_id = strdup(cfg->client_id);
     p->topic = strdup(cfg->topic);
     p->instance = strdup(cfg->instance);
@@ -1245,19 +1285,12 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
     if (p->online_topic)
         snprintf(p->online_topic, plen + sizeof "/@online", "%.*s/@online", (int)plen,
                  cfg->stored_topic);
-    /* <prefix>/<instance>/@wake: a filter we never subscribe to (wake_cb). */
-    size_t wlen = strlen(cfg->stored_topic) + sizeof "/@wake";
-    if ((p->wake_topic = malloc(wlen)))
-        snprintf(p->wake_topic, wlen, "%s/@wake", cfg->stored_topic);
     p->flush_ev = evtimer_new(base, flush_cb, p);
     p->hold_ev = evtimer_new(base, flush_cb, p);
-    p->wake_ev = evtimer_new(base, wake_cb, p);
     p->sync_ev = evtimer_new(base, sync_cb, p);
-    p->done_ev = event_new(base, -1, 0, done_cb, p);
     p->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, p);
     if (!p->client_id || !p->topic || !p->instance || !p->stored_topic || !p->online_topic ||
-        !p->flush_ev || !p->sync_ev ||
-        !p->done_ev || !p->tick_ev || !p->hold_ev || !p->wake_ev || !p->wake_topic) {
+        !p->flush_ev || !p->sync_ev || !p->tick_ev || !p->hold_ev) {
         snprintf(err, errlen, "out of memory");
         goto err;
     }
@@ -1265,27 +1298,10 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
     p->cfg.topic = p->topic;
     p->cfg.instance = p->instance;
     p->cfg.stored_topic = p->stored_topic;
-
-    MQTTAsync_createOptions opts = MQTTAsync_createOptions_initializer5;
-    /* Only our own in-flight cap limits what is queued; paho's buffer must
-     * be larger than it, or sendMessage fails (-12) while connected. */
-    opts.maxBufferedMessages = (int)cfg->max_inflight * 4 + 16;
-    int rc = MQTTAsync_createWithOptions(&p->client, cfg->url, cfg->client_id,
-                                         MQTTCLIENT_PERSISTENCE_NONE, NULL, &opts);
-    if (rc != MQTTASYNC_SUCCESS) {
-        snprintf(err, errlen, "MQTT_URL '%s': cannot create client (rc=%d)", cfg->url, rc);
-        p->client = NULL;
-        goto err;
-    }
-    if (MQTTAsync_setCallbacks(p->client, p, on_connection_lost, on_message, NULL) !=
-            MQTTASYNC_SUCCESS ||
-        MQTTAsync_setConnected(p->client, p, on_connected) != MQTTASYNC_SUCCESS) {
-        snprintf(err, errlen, "cannot set MQTT callbacks");
-        goto err;
-    }
     struct timeval one_s = { 1, 0 };
     event_add(p->tick_ev, &one_s);
     start_connect(p);
+    after_io(p);
     return p;
 err:
     publisher_destroy(p, 0);
@@ -1415,11 +1431,28 @@ oom:
 void publisher_drain(struct publisher *p)
 {
     p->draining = 1;
-    /* The drain ends when storage has confirmed everything: see each
-     * confirmation at once, not at the next tick. */
-    atomic_store(&p->awaiting_confirm, 1);
-    collect(p);   /* and those recorded before the flag was up */
     pump(p);
+}
+
+/* Waits up to timeout_ms for what is in flight to be acknowledged, reading
+ * the socket directly: the event loop has stopped. */
+static void flush_inflight(struct publisher *p, int timeout_ms)
+{
+    int64_t end = ts_mono_us() + (int64_t)timeout_ms * 1000;
+    while (p->mosq && !p->dead && p->state == CONN_UP && (p->inflight || p->re_inflight)) {
+        int64_t left = end - ts_mono_us();
+        if (left <= 0)
+            break;
+        struct pollfd pfd = { mosquitto_socket(p->mosq),
+                              POLLIN | (mosquitto_want_write(p->mosq) ? POLLOUT : 0), 0 };
+        int n = poll(&pfd, 1, (int)((left + 999) / 1000));
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+            mosquitto_loop_read(p->mosq, 1);
+        if (n > 0 && !p->dead && (pfd.revents & POLLOUT))
+            mosquitto_loop_write(p->mosq, 1);
+    }
 }
 
 void publisher_destroy(struct publisher *p, int timeout_ms)
@@ -1427,17 +1460,16 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
     if (!p)
         return;
     p->destroying = 1;
-    if (p->client) {
-        if (publisher_connected(p)) {
-            MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
-            d.timeout = timeout_ms;
-            MQTTAsync_disconnect(p->client, &d);
+    if (p->mosq) {
+        flush_inflight(p, timeout_ms);
+        if (!p->dead && p->state == CONN_UP) {
+            mosquitto_disconnect_v5(p->mosq, 0, NULL);   /* written at once if it can be */
         }
-        /* Destroying the client ends paho's threads: no callback after this. */
-        MQTTAsync_destroy(&p->client);
+        conn_end(p, MOSQ_ERR_SUCCESS);   /* what is still in flight: finished, failed */
     }
     /* Whatever is left was never acknowledged. */
-    struct pub_msg *list = p->finished;
+    struct pub_msg *list = p->fin_head;
+    p->fin_head = p->fin_tail = NULL;
     while (list) {
         struct pub_msg *next = list->next;
         msg_complete(p, list, list->ok, list->why);
@@ -1460,29 +1492,26 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
     while (p->ret_head)
         retained_unlink(p, NULL, p->ret_head);
     free(p->confirms);
+    free(p->flights);
     free(p->stored_topic);
     free(p->online_topic);
-    free(p->wake_topic);
     if (p->flush_ev)
         event_free(p->flush_ev);
     if (p->sync_ev)
         event_free(p->sync_ev);
-    if (p->done_ev)
-        event_free(p->done_ev);
     if (p->tick_ev)
         event_free(p->tick_ev);
     if (p->hold_ev)
         event_free(p->hold_ev);
-    if (p->wake_ev)
-        event_free(p->wake_ev);
-    pthread_mutex_destroy(&p->lock);
     free(p->client_id);
     free(p->username);
     if (p->password) {   /* not left behind in freed memory */
         explicit_bzero(p->password, strlen(p->password));
         free(p->password);
     }
+    free(p->host);
     free(p->topic);
     free(p->instance);
     free(p);
+    mosquitto_lib_cleanup();
 }

@@ -60,11 +60,8 @@ struct publisher_config {
 };
 
 struct publisher_stats {
-    size_t retained, retained_bytes;  /* unconfirmed, kept for republishing
-                                       * (storage's confirmations count at the
-                                       * next PUBACK, at the latest within 1 s) */
+    size_t retained, retained_bytes;  /* unconfirmed, kept for republishing */
     uint64_t confirmed, republished, expired, overflowed;
-    uint64_t wakeups;                 /* paho's send thread woken by hand */
     uint64_t spooled;                 /* readings taken into the spool */
     size_t spool_bytes;
 };

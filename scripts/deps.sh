@@ -9,7 +9,7 @@ set -euo pipefail
 # debootstrap makes the compose test's base image, gnuplot-nox draws make bench's plot.
 PKGS=(
   build-essential pkg-config clang libclang-rt-14-dev llvm
-  libevent-dev libpaho-mqtt-dev libjansson-dev libpq-dev libcmocka-dev libjemalloc-dev
+  libevent-dev libmosquitto-dev libpaho-mqtt-dev libjansson-dev libpq-dev libcmocka-dev libjemalloc-dev
   postgresql mosquitto mosquitto-clients haproxy
   python3 python3-pytest curl procps iproute2 debootstrap gnuplot-nox
 )
