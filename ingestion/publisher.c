@@ -96,6 +96,7 @@ struct publisher {
     int dead;                    /* the connection ended inside a library call:
                                   * torn down once it has returned */
     int refused_logged;          /* this attempt's CONNACK refusal was logged */
+    int refusal_logged;          /* a PUBACK refusal on this connection was */
     struct event_base *base;
     struct event *flush_ev;      /* the open message is due: linger_ms after
                                   * its first reading (0: end of loop turn) */
@@ -204,8 +205,11 @@ static void on_publish(struct mosquitto *mosq, void *ctx, int mid, int reason,
      * itself on @online). */
     m->lost = 0;
     if (reason >= 0x80) {
-        log_warn("mqtt.publish_refused", "reason=\"%s\" readings=%zu",
-                 mosquitto_reason_string(reason), m->readings);
+        if (!p->refusal_logged)   /* once a connection: an ACL refuses them all */
+            log_warn("mqtt.publish_refused", "topic=%s reason=\"%s\" msg=\"the broker "
+                     "refuses our messages: check its ACL\"", p->topic,
+                     mosquitto_reason_string(reason));
+        p->refusal_logged = 1;
         finished(p, m, 0, "broker did not acknowledge the readings");
     } else {
         finished(p, m, 1, NULL);
@@ -694,7 +698,7 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
 static void start_connect(struct publisher *p)
 {
     int rc = MOSQ_ERR_NOMEM;
-    p->refused_logged = 0;
+    p->refused_logged = p->refusal_logged = 0;
     p->state = CONN_CONNECTING;
     p->mosq = mosquitto_new(p->client_id, true, p);   /* clean start: no session */
     if (!p->mosq)
@@ -745,7 +749,7 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
     /* The library copies the payload; m stays ours until its PUBACK. */
     int rc = publish(p, m, &m->body);
     if (rc != MOSQ_ERR_SUCCESS) {
-        log_debug("mqtt.publish_refused", "rc=%d readings=%zu", rc, m->readings);
+        log_debug("mqtt.publish_failed", "rc=%d readings=%zu", rc, m->readings);
         /* Not connected, or the write failed (the connection is going: the
          * read event ends it), or over the broker's limit after all: to the
          * spool, which sends it in pieces that fit. */

@@ -157,8 +157,8 @@ def test_broker_restart_readings_before_storage_resubscribes(stack, api):
     # mosquitto 2.0 does not persist shared subscriptions (persist__subs_save
     # writes node->subs, not node->shared): after a broker restart, readings
     # published before storage subscribes again are dropped although
-    # acknowledged (paho does not pass on the PUBACK's "no matching
-    # subscribers"). ingestion keeps every message until storage confirms it
+    # acknowledged (with a PUBACK saying "no matching subscribers", which
+    # ingestion takes as success). ingestion keeps every message until storage confirms it
     # and republishes on storage's @online: whatever got 202 is stored.
     since = stack.mosquitto_log_size()
     assert stack.stop_service("mosquitto") == 0
