@@ -17,8 +17,11 @@
 
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
 #include <errno.h>
+#include <netdb.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -89,6 +92,9 @@ struct publisher {
     char *client_id, *topic, *instance, *stored_topic, *online_topic;
     char *host;                  /* of cfg.url */
     int port;
+    unsigned addr_turn;          /* which of host's addresses to try next */
+    struct evdns_base *dns;
+    struct evdns_getaddrinfo_request *dns_req;   /* resolving host */
     char *username, *password;   /* NULL: anonymous */
     struct mosquitto *mosq;      /* NULL between connections */
     struct event *read_ev;       /* mosq's socket, persistent */
@@ -658,6 +664,8 @@ static void conn_end(struct publisher *p, int rc)
         mosquitto_destroy(p->mosq);
     p->mosq = NULL;
     p->dead = 0;
+    if (was != CONN_UP)
+        p->addr_turn++;   /* the next attempt tries the host's next address */
     p->state = CONN_IDLE;
     atomic_store(&p->connected, 0);
     for (size_t i = 0; i < p->nflights; i++) {
@@ -695,11 +703,10 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
     after_io(p);
 }
 
-static void start_connect(struct publisher *p)
+/* Connects to addr (numeric): a fresh client, its socket in the loop. */
+static void connect_to(struct publisher *p, const char *addr)
 {
     int rc = MOSQ_ERR_NOMEM;
-    p->refused_logged = p->refusal_logged = 0;
-    p->state = CONN_CONNECTING;
     p->mosq = mosquitto_new(p->client_id, true, p);   /* clean start: no session */
     if (!p->mosq)
         goto fail;
@@ -713,9 +720,7 @@ static void start_connect(struct publisher *p)
     mosquitto_publish_v5_callback_set(p->mosq, on_publish);
     mosquitto_message_v5_callback_set(p->mosq, on_message);
     mosquitto_subscribe_v5_callback_set(p->mosq, on_subscribe);
-    /* Resolves the host here, on the loop (a name in /etc/hosts or the
-     * compose network's DNS), then connects without waiting. */
-    rc = mosquitto_connect_async(p->mosq, p->host, p->port, KEEPALIVE_S);
+    rc = mosquitto_connect_async(p->mosq, addr, p->port, KEEPALIVE_S);   /* does not wait */
     if (rc)
         goto fail;
     int fd = mosquitto_socket(p->mosq);
@@ -729,6 +734,59 @@ static void start_connect(struct publisher *p)
     return;
 fail:
     conn_end(p, rc);
+}
+
+/* The broker's host resolved (or not): connects to one of its addresses, a
+ * different one after each failed attempt. libmosquitto's non-blocking
+ * connect would take the first address whose connect() is under way, so a
+ * name that resolves to ::1 before 127.0.0.1 would fail for ever against a
+ * broker listening on IPv4 only. */
+static void resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct publisher *p = arg;
+    char addr[NI_MAXHOST];
+    p->dns_req = NULL;
+    if (p->destroying || result == EVUTIL_EAI_CANCEL) {
+        if (res)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    if (result) {
+        p->state = CONN_IDLE;   /* the tick tries again */
+        log_warn("mqtt.connect_failed", "broker=%s reason=\"cannot resolve %s: %s\"",
+                 p->cfg.url, p->host, evutil_gai_strerror(result));
+        return;
+    }
+    unsigned n = 0;
+    struct evutil_addrinfo *a;
+    for (a = res; a; a = a->ai_next)
+        n++;
+    a = res;
+    for (unsigned i = p->addr_turn % n; i; i--)
+        a = a->ai_next;
+    int gai = getnameinfo(a->ai_addr, (socklen_t)a->ai_addrlen, addr, sizeof addr, NULL, 0,
+                          NI_NUMERICHOST);
+    evutil_freeaddrinfo(res);
+    if (gai) {
+        p->state = CONN_IDLE;
+        log_warn("mqtt.connect_failed", "broker=%s reason=\"%s\"", p->cfg.url,
+                 gai_strerror(gai));
+        return;
+    }
+    connect_to(p, addr);
+    after_io(p);
+}
+
+/* Resolves the broker's host without blocking the loop (libevent's evdns:
+ * /etc/hosts, then the servers of /etc/resolv.conf; a numeric address or a
+ * hosts entry answers at once), then connects (resolved()). */
+static void start_connect(struct publisher *p)
+{
+    struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    p->refused_logged = p->refusal_logged = 0;
+    p->state = CONN_CONNECTING;
+    /* NULL when resolved() has already run. */
+    p->dns_req = evdns_getaddrinfo(p->dns, p->host, NULL, &hints, resolved, p);
 }
 
 /* Publishes one finished message; on refusal, completes it at once (to
@@ -1293,7 +1351,13 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
     p->hold_ev = evtimer_new(base, flush_cb, p);
     p->sync_ev = evtimer_new(base, sync_cb, p);
     p->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, p);
-    if (!p->client_id || !p->topic || !p->instance || !p->stored_topic || !p->online_topic ||
+    /* Without /etc/resolv.conf, evdns refuses to start: then /etc/hosts and
+     * numeric addresses only. */
+    p->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                  EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (!p->dns && (p->dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE)))
+        evdns_base_load_hosts(p->dns, NULL);
+    if (!p->client_id || !p->dns || !p->topic || !p->instance || !p->stored_topic || !p->online_topic ||
         !p->flush_ev || !p->sync_ev || !p->tick_ev || !p->hold_ev) {
         snprintf(err, errlen, "out of memory");
         goto err;
@@ -1464,6 +1528,9 @@ void publisher_destroy(struct publisher *p, int timeout_ms)
     if (!p)
         return;
     p->destroying = 1;
+    if (p->dns)   /* a resolution under way ends here (resolved() does nothing) */
+        evdns_base_free(p->dns, 1);
+    p->dns = NULL;
     if (p->mosq) {
         flush_inflight(p, timeout_ms);
         if (!p->dead && p->state == CONN_UP) {

@@ -240,3 +240,49 @@ def test_ingestion_runs_under_sched_batch_unless_told_not_to(stack, tmp_path):
         p.terminate()
         out = p.communicate(timeout=30)[0]
     assert "sched=other" in out, out
+
+
+def test_ingestion_finds_the_broker_by_name_and_never_waits_for_dns(stack, tmp_path):
+    """MQTT_URL may name the broker's host (compose: tcp://mosquitto:1883).
+    ingestion resolves it without blocking its event loop (libevent's evdns),
+    so a name that does not resolve leaves it answering (202 from the spool)
+    and saying why; a name from /etc/hosts (localhost) connects, and what is
+    posted to it is stored."""
+    sd = stack.state_dir
+    good_port, bad_port = stackmod.Ports.free(2).ingestion
+    env = {k: v for k, v in os.environ.items() if k not in stackmod.SERVICE_VARS}
+    env.update(MQTT_USERNAME="ingestion", MQTT_PASSWORD_FILE=str(sd / "secrets" / "mqtt-ingestion"),
+               INGESTION_LISTEN="127.0.0.1")
+    procs, logs = [], {}
+    try:
+        for name, port, url in (("byname", good_port, f"tcp://localhost:{stack.ports.mqtt}"),
+                                ("noname", bad_port, "tcp://sensorflow-no-such-host.invalid:1883")):
+            logs[name] = tmp_path / f"{name}.log"
+            (tmp_path / name).mkdir()
+            with open(logs[name], "w") as out:
+                procs.append(subprocess.Popen(
+                    [str(bin_dir() / "ingestion"), "--port", str(port), "--instance-id",
+                     f"it-{name}", "--mqtt-url", url, "--spool-dir", str(tmp_path / name)],
+                    env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT))
+        wait_for(lambda: "mqtt.connected" in logs["byname"].read_text(), 15,
+                 "ingestion connected to tcp://localhost:<port>")
+        sid = f"it-byname-{now_us()}"
+        r = Api("127.0.0.1", good_port).post("/v1/readings", {"sensor_id": sid,
+                                                              "type": "temperature", "value": 1.5})
+        assert r.status == 202, r.body
+        wait_for(lambda: rows(stack, f"sensor_id = '{sid}'"), 30, "the reading stored")
+
+        # Its loop answers while the name is still being looked up (the
+        # nameserver may take its time to say no): the spool takes it.
+        wait_for(lambda: stackmod.port_accepts(bad_port), 15, "ingestion listening")
+        r = Api("127.0.0.1", bad_port).post("/v1/readings", {"sensor_id": f"{sid}-x",
+                                                             "type": "temperature", "value": 1})
+        assert r.status == 202, r.body
+        assert "spool.active" in logs["noname"].read_text()
+        wait_for(lambda: "cannot resolve sensorflow-no-such-host.invalid"
+                 in logs["noname"].read_text(), 90, "the failed lookup logged")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
