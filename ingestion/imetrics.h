@@ -1,8 +1,7 @@
 /* imetrics.h -- ingestion's metrics (GET /metrics), on top of common/metrics.
  *
- * Everything but imetrics_connection_lost runs on the event loop's thread;
- * the values themselves are atomics (metrics.h), so the scrape and paho's
- * thread may read and update them at any time. */
+ * Everything runs on the event loop's thread, the scrape included; the
+ * values themselves are atomics (metrics.h), as common/metrics wants. */
 #ifndef SF_INGESTION_IMETRICS_H
 #define SF_INGESTION_IMETRICS_H
 

@@ -274,8 +274,8 @@ static void raise_fd_limit(void)
  * that one request (make bench, single: 2 readings per wake-up, 5 000
  * preemptions of HAProxy a second); now the replica runs when HAProxy
  * sleeps, and reads what gathered meanwhile: single passes 20% more
- * (README: Performance). Called before paho starts its threads, which
- * inherit it. Returns 0, or -1 with errno. */
+ * (README: Performance). Called before any thread starts, so that one
+ * would inherit it. Returns 0, or -1 with errno. */
 static int set_sched_batch(void)
 {
     struct sched_param sp = { .sched_priority = 0 };

@@ -896,7 +896,8 @@ static void flush_in(struct publisher *p, int64_t us)
 /* Whether the open message m should wait for more readings: until it is
  * linger_ms old, when flush_ev (armed as m opened) pumps again. Every
  * message costs about half a millisecond of CPU over all the services
- * (paho's threads, the broker, storage, a commit: README, Performance), so
+ * (ingestion's MQTT client, the broker, storage, a commit: README,
+ * Performance), so
  * at moderate rates, where storage would confirm each tiny message at once,
  * a millisecond of gathering halves the messages and the CPU they take. */
 static int linger(struct publisher *p, struct pub_msg *m)

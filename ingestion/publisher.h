@@ -91,10 +91,7 @@ int publisher_accepting(const struct publisher *p);
  * can: alone in a message they would be larger than the broker's Maximum
  * Packet Size (its CONNACK), for which it drops the connection. A static
  * reason in *why either way. No message is made larger than that limit
- * nor, beyond one request's readings, than max_message_bytes. (A PUBLISH
- * paho had queued but not yet written when the connection went is written
- * after the reconnect as it is: over a lowered limit, the broker drops the
- * connection once more, and the message is spooled and cut.) */
+ * nor, beyond one request's readings, than max_message_bytes. */
 #define PUBLISHER_TOO_LARGE (-2)
 int publisher_submit(struct publisher *p, const struct reading_batch *b, const char *rid,
                      publisher_done_fn done, void *ctx, const char **why);

@@ -123,9 +123,8 @@ def test_a_spooled_message_over_the_limit_goes_in_pieces(own_stack):
 
 def test_a_broker_restarted_with_a_lower_limit(own_stack, api):
     """The broker comes back with a lower maximum packet size: ingestion
-    learns it at the reconnect (a connect of its own: paho's automatic
-    reconnect does not pass the CONNACK on) and keeps every message under
-    it."""
+    learns it from the CONNACK of its new connection and keeps every
+    message under it."""
     since = restart_broker(own_stack, 12000)
     post_together(own_stack, api, int(time.time() * 1e6) - 1_000_000_000)
     assert "oversize packet" not in broker_log(own_stack)[since:]
