@@ -101,6 +101,7 @@ struct publisher {
     struct event *write_ev;      /* armed while libmosquitto has bytes to write */
     int dead;                    /* the connection ended inside a library call:
                                   * torn down once it has returned */
+    int dead_errno;              /* errno as it ended */
     int refused_logged;          /* this attempt's CONNACK refusal was logged */
     int refusal_logged;          /* a PUBACK refusal on this connection was */
     struct event_base *base;
@@ -281,6 +282,7 @@ static void on_disconnect(struct mosquitto *mosq, void *ctx, int rc,
     (void)mosq;
     (void)props;
     p->dead = rc ? rc : MOSQ_ERR_CONN_LOST;
+    p->dead_errno = errno;   /* what MOSQ_ERR_ERRNO means, before anything changes it */
 }
 
 static int hexval(char c)
@@ -654,7 +656,7 @@ static int publish(struct publisher *p, struct pub_msg *m, const struct reading_
  * reconnect, beside ours from the spool. */
 static void conn_end(struct publisher *p, int rc)
 {
-    int was = p->state;
+    int was = p->state, err = p->dead ? p->dead_errno : errno;
     if (p->read_ev)
         event_free(p->read_ev);
     if (p->write_ev)
@@ -682,10 +684,10 @@ static void conn_end(struct publisher *p, int rc)
     if (was == CONN_UP) {
         imetrics_connection_lost();
         log_warn("mqtt.connection_lost", "broker=%s cause=\"%s\"", p->cfg.url,
-                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+                 rc == MOSQ_ERR_ERRNO ? strerror(err) : mosquitto_strerror(rc));
     } else if (!p->refused_logged) {
         log_warn("mqtt.connect_failed", "broker=%s rc=%d reason=\"%s\" user=%s", p->cfg.url, rc,
-                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+                 rc == MOSQ_ERR_ERRNO ? strerror(err) : mosquitto_strerror(rc),
                  p->username ? p->username : "-");
     }
 }
