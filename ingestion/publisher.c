@@ -1360,8 +1360,8 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
                                   EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (!p->dns && (p->dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE)))
         evdns_base_load_hosts(p->dns, NULL);
-    if (!p->client_id || !p->dns || !p->topic || !p->instance || !p->stored_topic || !p->online_topic ||
-        !p->flush_ev || !p->sync_ev || !p->tick_ev || !p->hold_ev) {
+    if (!p->client_id || !p->dns || !p->topic || !p->instance || !p->stored_topic ||
+        !p->online_topic || !p->flush_ev || !p->sync_ev || !p->tick_ev || !p->hold_ev) {
         snprintf(err, errlen, "out of memory");
         goto err;
     }
@@ -1510,7 +1510,7 @@ void publisher_drain(struct publisher *p)
 static void flush_inflight(struct publisher *p, int timeout_ms)
 {
     int64_t end = ts_mono_us() + (int64_t)timeout_ms * 1000;
-    while (p->mosq && !p->dead && p->state == CONN_UP && (p->inflight || p->re_inflight)) {
+    while (p->mosq && !p->dead && p->state == CONN_UP && p->nflights) {
         int64_t left = end - ts_mono_us();
         if (left <= 0)
             break;
