@@ -94,7 +94,6 @@ struct publisher {
     int port;
     unsigned addr_turn;          /* which of host's addresses to try next */
     struct evdns_base *dns;
-    struct evdns_getaddrinfo_request *dns_req;   /* resolving host */
     char *username, *password;   /* NULL: anonymous */
     struct mosquitto *mosq;      /* NULL between connections */
     struct event *read_ev;       /* mosq's socket, persistent */
@@ -747,7 +746,6 @@ static void resolved(int result, struct evutil_addrinfo *res, void *arg)
 {
     struct publisher *p = arg;
     char addr[NI_MAXHOST];
-    p->dns_req = NULL;
     if (p->destroying || result == EVUTIL_EAI_CANCEL) {
         if (res)
             evutil_freeaddrinfo(res);
@@ -787,8 +785,9 @@ static void start_connect(struct publisher *p)
     struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
     p->refused_logged = p->refusal_logged = 0;
     p->state = CONN_CONNECTING;
-    /* NULL when resolved() has already run. */
-    p->dns_req = evdns_getaddrinfo(p->dns, p->host, NULL, &hints, resolved, p);
+    /* An answer still coming when we are destroyed is cancelled there
+     * (evdns_base_free), and resolved() then does nothing. */
+    evdns_getaddrinfo(p->dns, p->host, NULL, &hints, resolved, p);
 }
 
 /* Publishes one finished message; on refusal, completes it at once (to
