@@ -12,6 +12,7 @@
 #include "publisher.h"
 #include "imetrics.h"
 #include "log.h"
+#include "net.h"
 #include "spool.h"
 #include "ts.h"
 
@@ -1291,21 +1292,19 @@ static int parse_url(struct publisher *p, const char *url, char *err, size_t err
         else if (*q == ']')
             colon = NULL;
     size_t hl = colon ? (size_t)(colon - h) : n;
-    p->port = 1883;
-    if (colon) {
-        char *end;
-        long v = strtol(colon + 1, &end, 10);
-        if (end != rest || end == colon + 1 || v < 1 || v > 65535) {
-            snprintf(err, errlen, "MQTT_URL '%s': the port is not a number in 1..65535", url);
-            return -1;
-        }
-        p->port = (int)v;
+    /* The port as storage reads it (common/net.h): -1 when one is written
+     * but is not a port. */
+    p->port = net_url_port(url, colon ? -1 : 1883);
+    if (p->port < 0) {
+        snprintf(err, errlen, "MQTT_URL '%s': the port is not a number in 1..65535", url);
+        return -1;
     }
     if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
         h++;
         hl -= 2;
     }
-    if (!hl || *rest) {
+    /* A trailing '/' is taken, as storage (paho) takes it. */
+    if (!hl || (*rest && strcmp(rest, "/"))) {
         snprintf(err, errlen, "MQTT_URL '%s': %s", url, hl ? "nothing may follow host:port"
                                                           : "no host");
         return -1;
