@@ -772,6 +772,11 @@ def main(argv=None):
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(fmt_table(results, ratios))
+    # Figures compare only within one machine: the same machine kind has run
+    # on hosts twice as fast as each other (bench/NOTES.md), so say which.
+    m = doc["machine"]
+    say(f"machine: {m['cpus']} CPUs ({m['cpu_model'] or 'model unknown'}), {m['mem_mib']} MiB, "
+        f"kernel {m['kernel']}, {m['os']}")
     png = RESULTS / f"{stamp}.png"
     if plot(results, png):
         say(f"plot: {png.relative_to(REPO)}")
