@@ -6,7 +6,7 @@
 #   make logs       follow the logs of `make run` (SERVICE=ingestion for one service)
 #   make psql       psql on the stack's database
 #   make fuzz       run each libFuzzer target (clang) for FUZZ_SECONDS (60)
-#   make bench      the benchmark: ceiling, single, batch, db (README: Performance)
+#   make bench      the benchmark: every scenario and the targets (README: Performance)
 #   make compose-test  the compose stack on the local Docker engine (tests/compose)
 #   make compose-config  render compose/haproxy.cfg from haproxy/haproxy.cfg.in
 #
