@@ -1486,8 +1486,13 @@ again:
         close_open(p);   /* full: the next request starts another */
     } else if (fresh) {
         /* Collect whatever else arrives in this turn of the loop, and for
-         * linger_ms (linger()). */
-        flush_in(p, p->draining ? 0 : (int64_t)p->cfg.linger_ms * 1000);
+         * linger_ms (linger()). A message that waits for storage needs no
+         * timer of its own: the confirmation's pump (after_io) sends it, or
+         * arms the rest of its linger. */
+        if (p->draining)
+            flush_in(p, 0);
+        else if (!hold_for_storage(p))
+            flush_in(p, (int64_t)p->cfg.linger_ms * 1000);
     }
     return 0;
 oom:
