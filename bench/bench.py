@@ -143,20 +143,24 @@ class Meter:
 
 # --- the load generator --------------------------------------------------------------
 
-def run_sim(bin_dir, url, seconds, rate, connections, batch, tag, stats_interval=1.0, cwd=None):
+def run_sim(bin_dir, url, seconds, rate, connections, batch, stats_interval=1.0, cwd=None):
     """Runs sensor-sim in load mode to its end. Returns its sim.summary
-    fields, its sim.stats lines (for the plot) and its own CPU and peak RSS
-    (from wait4)."""
+    fields, its sim.stats lines (for the plot), its own CPU and peak RSS
+    (from wait4), and the wall-clock window it ran in (run_rows).
+
+    Its readings carry no tags, as sensor-sim's by default: the ceiling and
+    the pipeline get the same requests, and a run's rows are told apart by
+    when they were received instead."""
     if seconds <= 0:   # --warmup 0; sensor-sim's --duration 0 would never end
-        return {"summary": {}, "stats": [], "status": 0, "cpu_s": 0.0, "peak_rss_kib": 0}
+        return {"summary": {}, "stats": [], "status": 0, "cpu_s": 0.0, "peak_rss_kib": 0,
+                "window": (0.0, 0.0)}
     argv = [str(bin_dir / "sensor-sim"), "--url", url, "--rate", str(rate),
             "--connections", str(connections), "--batch", str(batch), "--duration", str(seconds),
             "--sensors", "1000", "--stats-interval", str(stats_interval), "--drain-timeout", "30"]
-    if tag:
-        argv += ["--tags", f"run={tag}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIM_")}
     env["LOG_LEVEL"] = "info"
     with tempfile.TemporaryFile() as out:
+        t0 = time.time()
         p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                              stdin=subprocess.DEVNULL)
         # The peak RSS from VmHWM while it runs: wait4's ru_maxrss also
@@ -168,6 +172,7 @@ def run_sim(bin_dir, url, seconds, rate, connections, batch, tag, stats_interval
                 break
             peak = max(peak, peak_rss_kib(p.pid))
             time.sleep(0.2)
+        t1 = time.time()
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read().decode(errors="replace")
@@ -182,7 +187,17 @@ def run_sim(bin_dir, url, seconds, rate, connections, batch, tag, stats_interval
     if not summary:
         raise RuntimeError(f"sensor-sim gave no summary (status {p.returncode}):\n{text[-2000:]}")
     return {"summary": summary, "stats": stats, "status": p.returncode,
-            "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_kib": peak}
+            "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_kib": peak, "window": (t0, t1)}
+
+
+def run_rows(window):
+    """The SQL condition for one run's rows: received (ingestion's clock, this
+    machine's) while its sensor-sim ran. The runs on a stack follow one
+    another, so a reading answered 202 was received inside its own run's
+    window and inside no other's; a warm-up's rows were all received before
+    the run after it started."""
+    t0, t1 = window
+    return f"received_at between to_timestamp({t0:.6f}) and to_timestamp({t1:.6f})"
 
 
 def sim_result(sim, name):
@@ -206,6 +221,7 @@ def sim_result(sim, name):
         "due_ms": {"p50": float(s["due_p50_ms"]), "p99": float(s["due_p99_ms"]),
                    "p99.9": float(s["due_p999_ms"])},
         "sim": {"cpu_s": sim["cpu_s"], "peak_rss_kib": sim["peak_rss_kib"]},
+        "window": sim["window"],
         "series": [{"t": i + 1, "rate": float(x.get("rate", 0)), "p50_ms": float(x.get("p50_ms", 0)),
                     "p99_ms": float(x.get("p99_ms", 0))} for i, x in enumerate(sim["stats"])],
     }
@@ -232,9 +248,9 @@ def scenario_generator(args):
     procs = null_servers(args.bin, [port])
     try:
         url = f"http://127.0.0.1:{port}/v1/readings"
-        run_sim(args.bin, url, args.warmup, 1e6, args.connections, 1, None)
+        run_sim(args.bin, url, args.warmup, 1e6, args.connections, 1)
         meter = Meter({"null-server": procs[0].pid})
-        r = sim_result(run_sim(args.bin, url, args.seconds, 1e6, args.connections, 1, None),
+        r = sim_result(run_sim(args.bin, url, args.seconds, 1e6, args.connections, 1),
                        "generator")
         r["services"] = meter.read()
         return r
@@ -288,11 +304,11 @@ def scenario_ceiling(args, tmp, rate=1e6, name="ceiling"):
     (sensor-sim, HAProxy, a server that does nothing) adds to a POST's
     latency at that rate."""
     with ceiling_stack(args, tmp / name) as (st, procs):
-        run_sim(args.bin, st.api_url, args.warmup, rate, args.connections, 1, None)
+        run_sim(args.bin, st.api_url, args.warmup, rate, args.connections, 1)
         meter = Meter({"haproxy": st.services["haproxy"].pid,
                        **{f"null-server-{i}": p.pid for i, p in enumerate(procs, 1)}})
-        r = sim_result(run_sim(args.bin, st.api_url, args.seconds, rate, args.connections, 1,
-                               None), name)
+        r = sim_result(run_sim(args.bin, st.api_url, args.seconds, rate, args.connections, 1),
+                       name)
         r["services"] = meter.read()
         r["open_loop"] = rate < 1e6
         return r
@@ -307,16 +323,15 @@ def scenario_paired(args, tmp, pipe, rounds=5, seconds=4.0):
     checked for loss like any run's."""
     out = {"rounds": [], "lost": 0, "seconds": seconds}
     with ceiling_stack(args, tmp / "paired") as (ceil, _):
-        run_sim(args.bin, ceil.api_url, 1, 1e6, args.connections, 1, None)
+        run_sim(args.bin, ceil.api_url, 1, 1e6, args.connections, 1)
         for i in range(rounds):
             got = {}
             order = ("ceiling", "single") if i % 2 == 0 else ("single", "ceiling")
             for side in order:
                 url = ceil.api_url if side == "ceiling" else pipe.api_url
-                tag = f"paired-{i}" if side == "single" else None
-                got[side] = sim_result(run_sim(args.bin, url, seconds, 1e6, args.connections, 1,
-                                               tag), side)
-            _, rows = wait_drained(pipe, f"paired-{i}", got["single"]["accepted"])
+                got[side] = sim_result(run_sim(args.bin, url, seconds, 1e6, args.connections, 1),
+                                       side)
+            _, rows = wait_drained(pipe, got["single"]["window"], got["single"]["accepted"])
             out["lost"] += max(0, got["single"]["accepted"] - rows)
             c, s = got["ceiling"]["readings_per_s"], got["single"]["readings_per_s"]
             out["rounds"].append({"ceiling": c, "single": s, "ratio": s / c if c else 0.0})
@@ -329,20 +344,20 @@ def pipeline_pids(st):
     return {n: st.services[n].pid for n in names}
 
 
-def wait_drained(st, tag, accepted, timeout=120):
-    """Seconds until the run's rows stop growing at `accepted` (or timeout);
-    returns (seconds, rows)."""
+def wait_drained(st, window, accepted, timeout=120):
+    """Seconds until the rows of the run in `window` reach `accepted` (or
+    timeout); returns (seconds, rows)."""
     t0 = time.monotonic()
     rows = 0
     while time.monotonic() - t0 < timeout:
-        rows = int(st.psql(f"select count(*) from readings where tags->>'run' = '{tag}'")[0][0])
+        rows = int(st.psql(f"select count(*) from readings where {run_rows(window)}")[0][0])
         if rows >= accepted:
             break
         time.sleep(0.1)
     return time.monotonic() - t0, rows
 
 
-def db_figures(st, tag):
+def db_figures(st, window):
     r = st.psql(
         "select count(*), "
         "coalesce(extract(epoch from max(stored_at) - min(received_at)), 0), "
@@ -350,7 +365,7 @@ def db_figures(st, tag):
         "(order by stored_at - received_at)), 0), "
         "coalesce(1000 * extract(epoch from percentile_cont(0.99) within group "
         "(order by stored_at - received_at)), 0) "
-        f"from readings where tags->>'run' = '{tag}'")[0]
+        f"from readings where {run_rows(window)}")[0]
     return int(r[0]), float(r[1]), float(r[2]), float(r[3])
 
 
@@ -376,13 +391,13 @@ def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
     # 100 readings a POST: fewer connections carry many times the readings
     # of the single run, with sensor-sim's memory in bounds.
     conns = connections or (args.connections if batch == 1 else args.batch_connections)
-    run_sim(args.bin, st.api_url, args.warmup, rate, conns, batch, f"warmup-{name}")
+    run_sim(args.bin, st.api_url, args.warmup, rate, conns, batch)
     meter = Meter(pipeline_pids(st))
     c0 = storage_counters(st)
-    sim = run_sim(args.bin, st.api_url, args.seconds, rate, conns, batch, name)
+    sim = run_sim(args.bin, st.api_url, args.seconds, rate, conns, batch)
     r = sim_result(sim, name)
     r["open_loop"] = rate < 1e6     # paced below capacity: the due latency means something
-    r["drain_s"], _ = wait_drained(st, name, r["accepted"])
+    r["drain_s"], _ = wait_drained(st, r["window"], r["accepted"])
     r["services"] = meter.read()
     c1 = storage_counters(st)
     msgs = c1["messages"] - c0["messages"]
@@ -390,7 +405,7 @@ def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
     r["messages"] = int(msgs)
     r["readings_per_message"] = r["accepted"] / msgs if msgs else 0.0
     r["commit_ms"] = 1000 * (c1["commit_s"] - c0["commit_s"]) / msgs if msgs else 0.0
-    rows, span, lag50, lag99 = db_figures(st, name)
+    rows, span, lag50, lag99 = db_figures(st, r["window"])
     r["rows"] = rows
     r["rows_per_s"] = rows / span if span > 0 else 0.0
     r["stored_lag_ms"] = {"p50": lag50, "p99": lag99}
@@ -416,7 +431,7 @@ def scenario_scaling(args, tmp, replicas):
     return r
 
 
-def scenario_db(args, st, source_tag, n_rows):
+def scenario_db(args, st, source, n_rows):
     """The same rows, straight into PostgreSQL, the fastest dedup insert we
     know: per 10000 rows one transaction of COPY into a temporary table and
     INSERT ... SELECT, all in one psql session, into a fresh copy of the
@@ -424,22 +439,25 @@ def scenario_db(args, st, source_tag, n_rows):
     first: the primary key refuses a duplicate, and only then does storage
     insert again with ON CONFLICT DO NOTHING, which probes the index once
     more per row (storage/db.c); these rows come from a table keyed on them,
-    so they hold none. The rows are the ones the run source_tag stored (or
-    n_rows made up like them when there is none), written to CSV files
-    before the clock starts."""
+    so they hold none. The rows are the ones the run `source` (its result)
+    stored (or n_rows made up like them when there is none), written to CSV
+    files before the clock starts."""
     chunk = 10000
     cols = "sensor_id, type, ts, value, unit, raw_value, raw_unit, tags, received_at, ingested_by"
     src = st.state_dir / "bench-db.csv"
-    have = int(st.psql(f"select count(*) from readings where tags->>'run' = '{source_tag}'")[0][0])
+    rows_of = run_rows(source["window"]) if source else "false"
+    have = int(st.psql(f"select count(*) from readings where {rows_of}")[0][0])
     if have:
-        st.psql(f"\\copy (select {cols} from readings where tags->>'run' = '{source_tag}') "
+        st.psql(f"\\copy (select {cols} from readings where {rows_of}) "
                 f"to '{src}' csv")
     else:
-        t_base = int(time.time() * 1e6) - 3600 * 1000000
+        t_base = time.time() - 3600
         with open(src, "w") as f:
             for i in range(n_rows):
-                f.write(f"{uuid.UUID(int=i % 1000)},temperature,{t_base + i},21.5,C,21.5,C,"
-                        f"\"{{\"\"run\"\": \"\"db\"\"}}\",{t_base + i},bench\n")
+                # One reading a microsecond, in the form PostgreSQL reads.
+                ts = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t_base + i // 1000000))
+                ts += f".{i % 1000000:06d}+00"
+                f.write(f"{uuid.UUID(int=i % 1000)},temperature,{ts},21.5,C,21.5,C,,{ts},bench\n")
     st.psql("drop table if exists bench_db; create table bench_db (like readings including all)")
     body = ["\\set ON_ERROR_STOP 1"]
     paths, n_lines = [], 0
@@ -741,7 +759,7 @@ def main(argv=None):
                     results.append(by["batch"])
                 if want("db"):
                     say("db: the batch run's rows again, straight into a copy of the table")
-                    results.append(scenario_db(args, st, "batch", 200000))
+                    results.append(scenario_db(args, st, by.get("batch"), 200000))
             finally:
                 st.stop()
         if want("scaling"):   # after the pipeline above is gone
