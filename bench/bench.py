@@ -445,9 +445,8 @@ def scenario_db(args, st, source, n_rows):
     chunk = 10000
     cols = "sensor_id, type, ts, value, unit, raw_value, raw_unit, tags, received_at, ingested_by"
     src = st.state_dir / "bench-db.csv"
-    rows_of = run_rows(source["window"]) if source else "false"
-    have = int(st.psql(f"select count(*) from readings where {rows_of}")[0][0])
-    if have:
+    rows_of = run_rows(source["window"]) if source else None
+    if rows_of and int(st.psql(f"select count(*) from readings where {rows_of}")[0][0]):
         st.psql(f"\\copy (select {cols} from readings where {rows_of}) "
                 f"to '{src}' csv")
     else:
