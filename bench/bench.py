@@ -44,6 +44,7 @@ single and batch runs) when gnuplot is installed.
 """
 
 import argparse
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -433,15 +434,20 @@ def scenario_scaling(args, tmp, replicas):
 
 def scenario_db(args, st, source, n_rows):
     """The same rows, straight into PostgreSQL, the fastest dedup insert we
-    know: per 10000 rows one transaction of COPY into a temporary table and
-    INSERT ... SELECT, all in one psql session, into a fresh copy of the
-    readings table (its indexes included). A plain INSERT, as storage tries
-    first: the primary key refuses a duplicate, and only then does storage
-    insert again with ON CONFLICT DO NOTHING, which probes the index once
-    more per row (storage/db.c); these rows come from a table keyed on them,
-    so they hold none. The rows are the ones the run `source` (its result)
-    stored (or n_rows made up like them when there is none), written to CSV
-    files before the clock starts."""
+    know: per 10000 rows one transaction with a COPY straight into a fresh
+    copy of the readings table (its indexes included), the chunks shared out
+    over one psql session a CPU, all sessions at once. A COPY inserts as a
+    plain INSERT does, as storage tries first: the primary key refuses a
+    duplicate, and only then does storage insert again with ON CONFLICT DO
+    NOTHING, which probes the index once more per row (storage/db.c); these
+    rows come from a table keyed on them, so they hold none, and the
+    sessions' chunks hold different keys, so no session waits for another.
+    One session a CPU because the pipeline has as many working at once (two
+    storage processes in batch): with one session, the pipeline's batch
+    outran this "ceiling" on the AMD host (bench/NOTES.md, 2026-12-06 from
+    21:42). The rows are the ones the run `source` (its result) stored (or
+    n_rows made up like them when there is none), written to CSV files
+    before the clock starts."""
     chunk = 10000
     cols = "sensor_id, type, ts, value, unit, raw_value, raw_unit, tags, received_at, ingested_by"
     src = st.state_dir / "bench-db.csv"
@@ -468,15 +474,15 @@ def scenario_db(args, st, source, n_rows):
             paths.append(st.state_dir / f"bench-db-{len(paths)}.csv")
             paths[-1].write_text("".join(part))
             n_lines += len(part)
-    for path in paths:
-        body += ["begin;",
-                 "create temp table stage (like bench_db including defaults) on commit drop;",
-                 f"\\copy stage ({cols}) from '{path}' csv",
-                 f"insert into bench_db ({cols}) select {cols} from stage;",
-                 "commit;"]
+    sessions = os.cpu_count() or 1
+    bodies = [list(body) for _ in range(sessions)]
+    for i, path in enumerate(paths):
+        bodies[i % sessions] += ["begin;", f"\\copy bench_db ({cols}) from '{path}' csv",
+                                 "commit;"]
     meter = Meter({"postgres": st.services["postgres"].pid})
     t0 = time.monotonic()
-    st.psql("\n".join(body), timeout=600)
+    with concurrent.futures.ThreadPoolExecutor(sessions) as pool:
+        list(pool.map(lambda b: st.psql("\n".join(b), timeout=600), bodies))
     elapsed = time.monotonic() - t0
     rows = int(st.psql("select count(*) from bench_db")[0][0])
     st.psql("drop table bench_db")
