@@ -21,8 +21,8 @@ Scenarios (each BENCH_SECONDS long after a warm-up):
              stacks up: the single / ceiling ratio the target is checked on
              (the machine's speed drifts between the two 10 s runs)
   db         batch's rows again, straight into a fresh copy of the readings
-             table (COPY into a temporary table, then INSERT ... SELECT,
-             10000 a transaction): the database's own ceiling
+             table (a COPY of 10000 rows a transaction, one session a CPU
+             at once): the database's own ceiling
   scaling    single again with 1 and 3 ingestion replicas (--replicas), each
              on a stack of its own: how throughput follows the replicas
 
