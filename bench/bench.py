@@ -474,7 +474,9 @@ def scenario_db(args, st, source, n_rows):
             paths.append(st.state_dir / f"bench-db-{len(paths)}.csv")
             paths[-1].write_text("".join(part))
             n_lines += len(part)
-    sessions = os.cpu_count() or 1
+    # At most 32: PostgreSQL takes 100 connections by default, and storage's
+    # and psql's need some.
+    sessions = min(os.cpu_count() or 1, 32)
     bodies = [list(body) for _ in range(sessions)]
     for i, path in enumerate(paths):
         bodies[i % sessions] += ["begin;", f"\\copy bench_db ({cols}) from '{path}' csv",
