@@ -442,18 +442,18 @@ def scenario_db(args, st, source, n_rows):
     NOTHING, which probes the index once more per row (storage/db.c); these
     rows come from a table keyed on them, so they hold none, and the
     sessions' chunks hold different keys, so no session waits for another.
-    One session a CPU because the pipeline has as many working at once (two
-    storage processes in batch): with one session, the pipeline's batch
-    outran this "ceiling" on the AMD host (bench/NOTES.md, 2026-12-06 from
-    21:42). The rows are the ones the run `source` (its result) stored (or
-    n_rows made up like them when there is none), written to CSV files
-    before the clock starts."""
+    One session a CPU (at most 32): the database's ceiling is what it does
+    with the whole machine, as batch's two storage processes keep two
+    backends at work; with one session, the pipeline's batch outran this
+    "ceiling" on the AMD host (bench/NOTES.md, 2026-12-06 from 21:42). The
+    rows are the ones the run `source` (its result) stored (or n_rows made
+    up like them when there is none), written to CSV files before the clock
+    starts."""
     chunk = 10000
     cols = "sensor_id, type, ts, value, unit, raw_value, raw_unit, tags, received_at, ingested_by"
     src = st.state_dir / "bench-db.csv"
-    rows_of = run_rows(source["window"]) if source else None
-    if rows_of and int(st.psql(f"select count(*) from readings where {rows_of}")[0][0]):
-        st.psql(f"\\copy (select {cols} from readings where {rows_of}) "
+    if source and source["rows"]:   # counted by db_figures when it ran
+        st.psql(f"\\copy (select {cols} from readings where {run_rows(source['window'])}) "
                 f"to '{src}' csv")
     else:
         t_base = time.time() - 3600
