@@ -344,6 +344,69 @@ static void shortest_number(double v, char buf[READING_NUMBER_MAX])
     }
 }
 
+/* --- a reading's fields, whichever parser read them ------------------------
+ * parse_one (from jansson's tree) and scan_body_reading (from the bytes,
+ * below) fill a reading through these, so that a value is accepted or
+ * refused the same way by both. */
+
+static int set_sensor_id(struct reading *r, const char *s, size_t n, long idx,
+                         struct reading_error *err)
+{
+    if (!reading_sensor_id_valid(s, n))
+        return fail(err, idx, "sensor_id", "must be 1..%d characters of [A-Za-z0-9._:-]",
+                    READING_SENSOR_ID_MAX);
+    memcpy(r->sensor_id, s, n);
+    r->sensor_id[n] = '\0';
+    return 0;
+}
+
+static int set_type(struct reading *r, const char *name, long idx, struct reading_error *err)
+{
+    if (reading_type_parse(name, &r->type) < 0)
+        return fail(err, idx, "type", "unknown type '%.40s' (temperature, humidity, pressure)",
+                    name);
+    return 0;
+}
+
+static int set_raw_value(struct reading *r, double v, long idx, struct reading_error *err)
+{
+    if (!isfinite(v))
+        return fail(err, idx, "value", "must be finite");
+    r->raw_value = v == 0.0 ? 0.0 : v;   /* no -0: it does not round-trip through JSON */
+    return 0;
+}
+
+/* The value in unit (NULL: the type's canonical one), converted. */
+static int set_unit(struct reading *r, const char *unit, long idx, struct reading_error *err)
+{
+    const char *unit_name = unit ? unit : types[r->type].canonical;
+    if (unit && !find_unit(r->type, unit_name))
+        return fail(err, idx, "unit", "unit '%.16s' is not one of %s's units", unit_name,
+                    types[r->type].name);
+    if (reading_convert(r->type, unit_name, r->raw_value, &r->value, &r->raw_unit) < 0) {
+        char num[READING_NUMBER_MAX];
+        shortest_number(r->raw_value, num);
+        return fail(err, idx, "value", "%s %s is out of range for %s", num, unit_name,
+                    types[r->type].name);
+    }
+    return 0;
+}
+
+/* ts (NULL: absent, the time of receipt) and the time of receipt. */
+static int set_times(struct reading *r, const char *ts, const struct reading_limits *lim,
+                     int64_t now_us, long idx, struct reading_error *err)
+{
+    const char *why;
+    r->ts_us = now_us;
+    if (ts && ts_parse_rfc3339(ts, &r->ts_us, &why) < 0)
+        return fail(err, idx, "ts", "not RFC 3339: %s", why);
+    if (ts && r->ts_us - now_us > lim->max_future_us)
+        return fail(err, idx, "ts", "more than %lld s in the future",
+                    (long long)(lim->max_future_us / 1000000));
+    r->received_at_us = now_us;
+    return 0;
+}
+
 static int parse_one(const json_t *o, long idx, const struct reading_limits *lim,
                      int64_t now_us, struct reading *r, struct reading_error *err)
 {
@@ -355,61 +418,36 @@ static int parse_one(const json_t *o, long idx, const struct reading_limits *lim
         return fail(err, idx, "sensor_id", "missing");
     if (!json_is_string(sid))
         return fail(err, idx, "sensor_id", "must be a string, got %s", json_kind(sid));
-    if (!reading_sensor_id_valid(json_string_value(sid), json_string_length(sid)))
-        return fail(err, idx, "sensor_id", "must be 1..%d characters of [A-Za-z0-9._:-]",
-                    READING_SENSOR_ID_MAX);
-    memcpy(r->sensor_id, json_string_value(sid), json_string_length(sid) + 1);
+    if (set_sensor_id(r, json_string_value(sid), json_string_length(sid), idx, err) < 0)
+        return -1;
 
     const json_t *type = json_object_get(o, "type");
     if (!type)
         return fail(err, idx, "type", "missing");
     if (!json_is_string(type))
         return fail(err, idx, "type", "must be a string, got %s", json_kind(type));
-    if (reading_type_parse(json_string_value(type), &r->type) < 0)
-        return fail(err, idx, "type", "unknown type '%.40s' (temperature, humidity, pressure)",
-                    json_string_value(type));
+    if (set_type(r, json_string_value(type), idx, err) < 0)
+        return -1;
 
     const json_t *value = json_object_get(o, "value");
     if (!value)
         return fail(err, idx, "value", "missing");
     if (!json_is_number(value))
         return fail(err, idx, "value", "must be a number, got %s", json_kind(value));
-    r->raw_value = json_number_value(value);
-    if (!isfinite(r->raw_value))
-        return fail(err, idx, "value", "must be finite");
-    if (r->raw_value == 0.0)
-        r->raw_value = 0.0;   /* no -0: it does not round-trip through JSON */
+    if (set_raw_value(r, json_number_value(value), idx, err) < 0)
+        return -1;
 
     const json_t *unit = opt_member(o, "unit");
-    const char *unit_name = types[r->type].canonical;
-    if (unit) {
-        if (!json_is_string(unit))
-            return fail(err, idx, "unit", "must be a string, got %s", json_kind(unit));
-        unit_name = json_string_value(unit);
-        if (!find_unit(r->type, unit_name))
-            return fail(err, idx, "unit", "unit '%.16s' is not one of %s's units", unit_name,
-                        types[r->type].name);
-    }
-    if (reading_convert(r->type, unit_name, r->raw_value, &r->value, &r->raw_unit) < 0) {
-        char num[READING_NUMBER_MAX];
-        shortest_number(r->raw_value, num);
-        return fail(err, idx, "value", "%s %s is out of range for %s", num, unit_name,
-                    types[r->type].name);
-    }
+    if (unit && !json_is_string(unit))
+        return fail(err, idx, "unit", "must be a string, got %s", json_kind(unit));
+    if (set_unit(r, unit ? json_string_value(unit) : NULL, idx, err) < 0)
+        return -1;
 
     const json_t *ts = opt_member(o, "ts");
-    r->ts_us = now_us;
-    if (ts) {
-        const char *why;
-        if (!json_is_string(ts))
-            return fail(err, idx, "ts", "must be an RFC 3339 string, got %s", json_kind(ts));
-        if (ts_parse_rfc3339(json_string_value(ts), &r->ts_us, &why) < 0)
-            return fail(err, idx, "ts", "not RFC 3339: %s", why);
-        if (r->ts_us - now_us > lim->max_future_us)
-            return fail(err, idx, "ts", "more than %lld s in the future",
-                        (long long)(lim->max_future_us / 1000000));
-    }
-    r->received_at_us = now_us;
+    if (ts && !json_is_string(ts))
+        return fail(err, idx, "ts", "must be an RFC 3339 string, got %s", json_kind(ts));
+    if (set_times(r, ts ? json_string_value(ts) : NULL, lim, now_us, idx, err) < 0)
+        return -1;
 
     const json_t *tags = opt_member(o, "tags");
     if (tags && parse_tags(tags, idx, &r->tags_json, err) < 0)
@@ -506,8 +544,9 @@ err:
     return -1;
 }
 
-int reading_parse_body(const char *body, size_t len, const struct reading_limits *lim,
-                       int64_t now_us, struct reading_batch *out, struct reading_error *err)
+int reading_parse_body_jansson(const char *body, size_t len, const struct reading_limits *lim,
+                               int64_t now_us, struct reading_batch *out,
+                               struct reading_error *err)
 {
     json_error_t je;
     /* DECODE_ANY so that a bare number or string gets our clearer message. */
@@ -1100,38 +1139,65 @@ static int scan_double(struct scan *s, double *out)
     return scan_number(s, out, &i, &is_int);
 }
 
-/* "tags":{...} of plain strings within parse_tags's limits; *out is a
- * copy of the text, which is then what tags_dump would write. */
+static void skip_ws(struct scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+/* A tags object of plain strings within parse_tags's limits, whitespace
+ * allowed between its tokens; *out is its compact form, which is what
+ * tags_dump would write for it (plain strings need no escape). */
 static int scan_tags(struct scan *s, char **out)
 {
-    const char *start = s->p, *keys[READING_TAGS_MAX];
-    size_t klen[READING_TAGS_MAX], n = 0;
+    const char *key[READING_TAGS_MAX], *val[READING_TAGS_MAX];
+    size_t klen[READING_TAGS_MAX], vlen[READING_TAGS_MAX], n = 0, cap = 3;
     if (!SCAN_LIT(s, "{"))
         return 0;
+    skip_ws(s);
     if (!SCAN_LIT(s, "}")) {
         for (;;) {
-            const char *k, *v;
-            size_t kl, vl;
-            if (n == READING_TAGS_MAX || !SCAN_LIT(s, "\"") || !scan_plain_string(s, &k, &kl) ||
-                !SCAN_LIT(s, ":\"") || !scan_plain_string(s, &v, &vl) || kl == 0 ||
-                kl > READING_TAG_LEN_MAX || vl > READING_TAG_LEN_MAX)
+            if (n == READING_TAGS_MAX || !SCAN_LIT(s, "\"") ||
+                !scan_plain_string(s, &key[n], &klen[n]))
+                return 0;
+            skip_ws(s);
+            if (!SCAN_LIT(s, ":"))
+                return 0;
+            skip_ws(s);
+            if (!SCAN_LIT(s, "\"") || !scan_plain_string(s, &val[n], &vlen[n]) ||
+                klen[n] == 0 || klen[n] > READING_TAG_LEN_MAX || vlen[n] > READING_TAG_LEN_MAX)
                 return 0;
             for (size_t j = 0; j < n; j++)
-                if (klen[j] == kl && !memcmp(keys[j], k, kl))
+                if (klen[j] == klen[n] && !memcmp(key[j], key[n], klen[n]))
                     return 0;   /* a duplicate key: jansson refuses it */
-            keys[n] = k;
-            klen[n++] = kl;
+            cap += klen[n] + vlen[n] + 6;
+            n++;
+            skip_ws(s);
             if (SCAN_LIT(s, "}"))
                 break;
             if (!SCAN_LIT(s, ","))
                 return 0;
+            skip_ws(s);
         }
     }
-    size_t len = (size_t)(s->p - start);
-    if (!(*out = malloc(len + 1)))
+    char *p = malloc(cap);
+    if (!(*out = p))
         return 0;
-    memcpy(*out, start, len);
-    (*out)[len] = '\0';
+    *p++ = '{';
+    for (size_t j = 0; j < n; j++) {
+        if (j)
+            *p++ = ',';
+        *p++ = '"';
+        memcpy(p, key[j], klen[j]);
+        p += klen[j];
+        memcpy(p, "\":\"", 3);
+        p += 3;
+        memcpy(p, val[j], vlen[j]);
+        p += vlen[j];
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
     return 1;
 }
 
@@ -1206,6 +1272,124 @@ static int plain_message(const char *payload, size_t len, char *by, size_t bylen
 decline:
     batch_truncate(out, keep);
     return 0;
+}
+
+/* A member of a reading in a request, as a bit of what was seen. */
+enum { M_SENSOR_ID = 1, M_TYPE = 2, M_VALUE = 4, M_UNIT = 8, M_TS = 16, M_TAGS = 32 };
+
+static int member_bit(const char *name, size_t n)
+{
+    static const struct { const char *name; int bit; } members[] = {
+        { "sensor_id", M_SENSOR_ID }, { "type", M_TYPE }, { "value", M_VALUE },
+        { "unit", M_UNIT }, { "ts", M_TS }, { "tags", M_TAGS },
+    };
+    for (size_t i = 0; i < sizeof members / sizeof members[0]; i++)
+        if (strlen(members[i].name) == n && !memcmp(members[i].name, name, n))
+            return members[i].bit;
+    return 0;
+}
+
+/* One reading object of a request: its members in any order, each once, of
+ * the kinds parse_one takes (unit, ts and tags also null), whitespace
+ * between tokens, no other member; the values checked by the same set_*
+ * as parse_one's. 1 and r filled, or 0. */
+static int scan_body_reading(struct scan *s, const struct reading_limits *lim, int64_t now_us,
+                             struct reading *r)
+{
+    const char *sid = NULL, *name;
+    size_t sid_len = 0, n;
+    char type[16], unit[8], ts[TS_TEXT_MAX];
+    double value = 0;
+    int seen = 0, has_unit = 0, has_ts = 0;
+    struct reading_error ignored;
+
+    if (!SCAN_LIT(s, "{"))
+        return 0;
+    skip_ws(s);
+    for (;;) {
+        if (!SCAN_LIT(s, "\"") || !scan_plain_string(s, &name, &n))
+            return 0;
+        int bit = member_bit(name, n);
+        if (!bit || (seen & bit))
+            return 0;
+        seen |= bit;
+        skip_ws(s);
+        if (!SCAN_LIT(s, ":"))
+            return 0;
+        skip_ws(s);
+        int ok = 1, null = (bit & (M_UNIT | M_TS | M_TAGS)) && SCAN_LIT(s, "null");
+        if (bit == M_SENSOR_ID)
+            ok = SCAN_LIT(s, "\"") && scan_plain_string(s, &sid, &sid_len);
+        else if (bit == M_TYPE)
+            ok = SCAN_LIT(s, "\"") && scan_name(s, type, sizeof type);
+        else if (bit == M_VALUE)
+            ok = scan_double(s, &value);
+        else if (bit == M_UNIT && !null)
+            ok = has_unit = SCAN_LIT(s, "\"") && scan_name(s, unit, sizeof unit);
+        else if (bit == M_TS && !null)
+            ok = has_ts = SCAN_LIT(s, "\"") && scan_name(s, ts, sizeof ts);
+        else if (bit == M_TAGS && !null)
+            ok = scan_tags(s, &r->tags_json);
+        if (!ok)
+            return 0;
+        skip_ws(s);
+        if (SCAN_LIT(s, "}"))
+            break;
+        if (!SCAN_LIT(s, ","))
+            return 0;
+        skip_ws(s);
+    }
+    if ((seen & (M_SENSOR_ID | M_TYPE | M_VALUE)) != (M_SENSOR_ID | M_TYPE | M_VALUE))
+        return 0;
+    return set_sensor_id(r, sid, sid_len, 0, &ignored) == 0 &&
+           set_type(r, type, 0, &ignored) == 0 &&
+           set_raw_value(r, value, 0, &ignored) == 0 &&
+           set_unit(r, has_unit ? unit : NULL, 0, &ignored) == 0 &&
+           set_times(r, has_ts ? ts : NULL, lim, now_us, 0, &ignored) == 0;
+}
+
+/* A whole request body of such readings, valid as parse_root sees it: 1
+ * and the readings appended, or 0 and out as it was (then jansson decides,
+ * and says what is wrong). */
+static int plain_body(const char *body, size_t len, const struct reading_limits *lim,
+                      int64_t now_us, struct reading_batch *out)
+{
+    struct scan s = { body, body + len };
+    size_t keep = out->n, n = 0;
+    struct reading *r;
+    skip_ws(&s);
+    if (s.p < s.end && *s.p == '{') {
+        if (!(r = batch_push(out)) || !scan_body_reading(&s, lim, now_us, r))
+            goto decline;
+    } else {
+        if (!SCAN_LIT(&s, "["))
+            goto decline;
+        do {
+            skip_ws(&s);
+            if (n == lim->max_readings || !(r = batch_push(out)) ||
+                !scan_body_reading(&s, lim, now_us, r))
+                goto decline;
+            n++;
+            skip_ws(&s);
+        } while (SCAN_LIT(&s, ","));
+        long first, dup;
+        if (!SCAN_LIT(&s, "]") || (n > 1 && find_duplicate(out->v + keep, n, &first, &dup)))
+            goto decline;
+    }
+    skip_ws(&s);
+    if (s.p == s.end)
+        return 1;
+decline:
+    batch_truncate(out, keep);
+    return 0;
+}
+
+int reading_parse_body(const char *body, size_t len, const struct reading_limits *lim,
+                       int64_t now_us, struct reading_batch *out, struct reading_error *err)
+{
+    if (plain_body(body, len, lim, now_us, out))
+        return 0;
+    return reading_parse_body_jansson(body, len, lim, now_us, out, err);
 }
 
 int reading_decode_message(const void *payload, size_t len, char *by, size_t bylen,

@@ -104,6 +104,15 @@ int reading_convert(enum reading_type type, const char *unit, double raw,
 int reading_parse_body(const char *body, size_t len,
                        const struct reading_limits *lim, int64_t now_us,
                        struct reading_batch *out, struct reading_error *err);
+/* The same through jansson alone. reading_parse_body reads a body of plain
+ * readings (members it knows, strings of printable ASCII without escapes)
+ * without jansson, whose lexer was most of ingestion's parsing, and hands
+ * everything else, and every error, to this one, which defines what is
+ * accepted and says what is wrong: the fuzz target and the unit tests check
+ * that the two agree on every input. */
+int reading_parse_body_jansson(const char *body, size_t len,
+                               const struct reading_limits *lim, int64_t now_us,
+                               struct reading_batch *out, struct reading_error *err);
 
 /* Parses the legacy sensor payload
  *   {"type":"Sensor","id":"<uuid>","content":{"temperature_f":71.6,

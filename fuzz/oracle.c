@@ -209,3 +209,30 @@ void fuzz_check_decoders_agree(const uint8_t *data, size_t size)
     reading_batch_free(&fast);
     reading_batch_free(&ref);
 }
+
+void fuzz_check_body_parsers_agree(const uint8_t *data, size_t size)
+{
+    struct reading_batch fast, ref;
+    struct reading_error ferr, rerr;
+    fuzz_batch_init(&fast);
+    fuzz_batch_init(&ref);
+    memset(&ferr, 0, sizeof ferr);
+    memset(&rerr, 0, sizeof rerr);
+    int frc = reading_parse_body((const char *)data, size, &fuzz_limits, FUZZ_NOW_US, &fast,
+                                 &ferr);
+    int rrc = reading_parse_body_jansson((const char *)data, size, &fuzz_limits, FUZZ_NOW_US,
+                                         &ref, &rerr);
+    CHECK(frc == rrc, "reading_parse_body %d, through jansson %d (%s: %s)", frc, rrc,
+          frc ? ferr.field : rerr.field, frc ? ferr.message : rerr.message);
+    if (frc == 0) {
+        CHECK(fast.n == ref.n, "%zu readings, through jansson %zu", fast.n, ref.n);
+        for (size_t i = 0; i < fast.n; i++)
+            check_same_reading(&fast.v[i], &ref.v[i], i);
+    } else {
+        CHECK(ferr.index == rerr.index && !strcmp(ferr.field, rerr.field) &&
+              !strcmp(ferr.message, rerr.message), "errors differ: [%ld] %s: %s / [%ld] %s: %s",
+              ferr.index, ferr.field, ferr.message, rerr.index, rerr.field, rerr.message);
+    }
+    reading_batch_free(&fast);
+    reading_batch_free(&ref);
+}

@@ -57,4 +57,9 @@ void fuzz_check_message_round_trip(const char *instance, const struct reading *v
  * the same readings, by and rids, or the same error. */
 void fuzz_check_decoders_agree(const uint8_t *data, size_t size);
 
+/* reading_parse_body (which reads plain readings without jansson) and
+ * reading_parse_body_jansson give the same answer for these bytes: the same
+ * readings or the same error. */
+void fuzz_check_body_parsers_agree(const uint8_t *data, size_t size);
+
 #endif

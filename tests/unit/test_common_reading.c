@@ -495,7 +495,8 @@ static void test_out_of_memory_is_flagged(void **state)
     (void)state;
     struct reading_batch b = { 0 };
     struct reading_error err;
-    const char *body = "{\"sensor_id\":\"a\",\"type\":\"humidity\",\"value\":1}";
+    /* An unknown member: past the plain reader, so through jansson. */
+    const char *body = "{\"sensor_id\":\"a\",\"type\":\"humidity\",\"value\":1,\"x\":2}";
     json_set_alloc_funcs(no_memory, free);
     int rc = reading_parse_body(body, strlen(body), &LIM, NOW, &b, &err);
     json_set_alloc_funcs(malloc, free);
@@ -1456,6 +1457,207 @@ static void test_msg_decoders_agree(void **state)
 #undef R0
 }
 
+/* Both body parsers on the same bytes: the same readings, or the same
+ * error. (Under a limit of 4 readings, so that "too many" is reached.) */
+static void body_parsers_agree(const char *buf, size_t len, int *accepted)
+{
+    static const struct reading_limits lim4 = { 4, 300 * US };
+    struct reading_batch fast = { 0 }, ref = { 0 };
+    struct reading_error ferr, rerr;
+    memset(&ferr, 0, sizeof ferr);
+    memset(&rerr, 0, sizeof rerr);
+    int frc = reading_parse_body(buf, len, &lim4, NOW, &fast, &ferr);
+    int rrc = reading_parse_body_jansson(buf, len, &lim4, NOW, &ref, &rerr);
+    if (frc != rrc)
+        fail_msg("body parsers disagree (%d, jansson %d: %s) on %.*s", frc, rrc, rerr.message,
+                 (int)len, buf);
+    if (frc == 0) {
+        assert_int_equal(fast.n, ref.n);
+        for (size_t i = 0; i < fast.n; i++)
+            assert_same_reading(&fast.v[i], &ref.v[i], i);
+        ++*accepted;
+    } else {
+        assert_int_equal(ferr.index, rerr.index);
+        assert_string_equal(ferr.field, rerr.field);
+        assert_string_equal(ferr.message, rerr.message);
+        assert_int_equal(fast.n, 0);
+    }
+    reading_batch_free(&fast);
+    reading_batch_free(&ref);
+}
+
+/* reading_parse_body reads plain readings without jansson and leaves the
+ * rest to reading_parse_body_jansson: for random bodies as sensors write
+ * them (members in any order, whitespace, null, unknown members, escapes,
+ * UTF-8, numbers of every form, times with offsets) and thousands of
+ * one-byte changes of them, the two agree; and most random bodies are
+ * accepted, so that agreement is not only on refusals. */
+static void test_body_parsers_agree(void **state)
+{
+    (void)state;
+    static const char *types[] = { "temperature", "humidity", "pressure", "wind", "Temperature" };
+    static const char *units[] = { "C", "F", "K", "%", "hPa", "Pa", "kPa", "mbar", "c" };
+    static const char *values[] = { "21.5", "-3", "0", "-0", "-0.0", "1e2", "2.5E-1", "45",
+                                    "1013.25", "101325", "99.99999999999999", "1e400", "-1e-400",
+                                    "9223372036854775807", "9223372036854775808", "01", "1.",
+                                    "\"20\"", "null", "true", "-273.15", "-274" };
+    static const char *stamps[] = { "2026-11-22T09:59:00Z", "2026-11-22T10:00:00.123456Z",
+                                    "2026-11-22T11:59:00+02:00", "2026-11-22T10:00:00.1234567Z",
+                                    "2026-11-22 10:00:00Z", "2030-01-01T00:00:00Z", "yesterday",
+                                    "2026-11-22T09:00:00\\u005a" };
+    static const char *tagtext[] = { "a", "room", "x\\\"y", "caf\xc3\xa9", "", "\x7f", "k/v",
+                                     "\\u00e9", "lab 2" };
+    static const char *ws[] = { "", "", "", " ", "\n  ", "\t", "\r\n" };
+    static const char mut[] = "0123456789-+.eE\",:{}[] \\nul\x80\xff\t";
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    int accepted = 0, valid = 0;
+#define NEXT() xorshift(&x)
+#define WS() ws[NEXT() % (sizeof ws / sizeof ws[0])]
+    for (int round = 0; round < 400; round++) {
+        char body[4096];
+        size_t len = 0, n = NEXT() % 10 ? 1 + NEXT() % 4 : 5;   /* 5: over lim4 */
+        int array = n > 1 || NEXT() % 2;
+#define PUT(...) (len += (size_t)snprintf(body + len, sizeof body - len, __VA_ARGS__))
+        PUT("%s%s", WS(), array ? "[" : "");
+        for (size_t i = 0; i < n; i++) {
+            int typ = NEXT() % 16 ? (int)(NEXT() % 3) : (int)(NEXT() % 5);
+            char member[7][600];
+            int m = 0;
+            snprintf(member[m++], sizeof member[0], "\"sensor_id\":%s\"%s-%zu\"", WS(),
+                     NEXT() % 20 ? "s" : "bad id", NEXT() % 8 ? i : 0);
+            snprintf(member[m++], sizeof member[0], "\"type\":\"%s\"", types[typ]);
+            static const char *fitting[3][6] = {
+                { "21.5", "-3", "0", "-0", "1e1", "2.5E-1" },
+                { "45", "0", "100", "-0.0", "99.99999999999999", "1e2" },
+                { "1013.25", "0", "101325", "950", "1E3", "0.5e4" } };
+            snprintf(member[m++], sizeof member[0], "\"value\":%s",
+                     NEXT() % 6 ? fitting[typ < 3 ? typ : 0][NEXT() % 6] : values[NEXT() % 22]);
+            if (NEXT() % 2) {
+                static const char *fit[3][3] = { { "C", "F", "K" }, { "%", "%", "%" },
+                                                 { "hPa", "Pa", "kPa" } };
+                const char *u = NEXT() % 6 ? fit[typ < 3 ? typ : 0][NEXT() % 3]
+                                           : units[NEXT() % 9];
+                if (NEXT() % 10)
+                    snprintf(member[m++], sizeof member[0], "\"unit\":\"%s\"", u);
+                else
+                    snprintf(member[m++], sizeof member[0], "\"unit\":null");
+            }
+            if (NEXT() % 3) {
+                unsigned pick = (unsigned)(NEXT() % 12);
+                if (pick == 0)
+                    snprintf(member[m++], sizeof member[0], "\"ts\":null");
+                else if (pick == 1)
+                    snprintf(member[m++], sizeof member[0], "\"ts\":%s", stamps[0]);
+                else
+                    snprintf(member[m++], sizeof member[0], "\"ts\":%s\"%s\"", WS(),
+                             stamps[pick < 8 ? NEXT() % 3 : NEXT() % 8]);
+            }
+            if (NEXT() % 3) {
+                size_t k = NEXT() % 3, tl = 0;
+                char *t = member[m++];
+                tl += (size_t)snprintf(t, 600, "\"tags\":{%s", WS());
+                for (size_t j = 0; j < k; j++)
+                    tl += (size_t)snprintf(t + tl, 600 - tl, "%s\"k%zu\"%s:%s\"%s\"",
+                                           j ? "," : "", NEXT() % 5 ? j : 0, WS(), WS(),
+                                           tagtext[NEXT() % 9]);
+                snprintf(t + tl, 600 - tl, "%s}", WS());
+            }
+            if (NEXT() % 10 == 0)
+                snprintf(member[m++], sizeof member[0], "\"note\":\"x\"");
+            if (NEXT() % 15 == 0)
+                snprintf(member[m++], sizeof member[0], "\"value\":1");
+            for (int j = m - 1; j > 0; j--) {   /* any order */
+                int o = (int)(NEXT() % (uint64_t)(j + 1));
+                char tmp[600];
+                memcpy(tmp, member[j], sizeof tmp);
+                memcpy(member[j], member[o], sizeof tmp);
+                memcpy(member[o], tmp, sizeof tmp);
+            }
+            PUT("%s%s{%s", i ? "," : "", WS(), WS());
+            for (int j = 0; j < m; j++)
+                PUT("%s%s%s", j ? "," : "", member[j], WS());
+            PUT("}");
+        }
+        PUT("%s%s%s", WS(), array ? "]" : "", WS());
+#undef PUT
+        assert_true(len < sizeof body);
+        int before = accepted;
+        body_parsers_agree(body, len, &accepted);
+        valid += accepted - before;
+        char buf[4200];
+        for (int k = 0; k < 30; k++) {
+            size_t at = NEXT() % len, blen = len;
+            memcpy(buf, body, len);
+            switch (NEXT() % 3) {
+            case 0: buf[at] = mut[NEXT() % (sizeof mut - 1)]; break;
+            case 1: memmove(buf + at, buf + at + 1, len - at - 1); blen--; break;
+            default:
+                memmove(buf + at + 1, buf + at, len - at);
+                buf[at] = mut[NEXT() % (sizeof mut - 1)];
+                blen++;
+                break;
+            }
+            body_parsers_agree(buf, blen, &accepted);
+        }
+    }
+#undef WS
+#undef NEXT
+    /* Not only refusals: many generated bodies are valid. */
+    if (valid < 100)
+        fail_msg("only %d of 400 generated bodies accepted", valid);
+    /* And the edges, one by one. */
+    static const char *edges[] = {
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50}",
+        " {\"value\":50 , \"type\" : \"humidity\",\"sensor_id\":\"s\"}\n",
+        "[{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50}]",
+        "[]", "{}", "[{}]", "", " ", "null", "1", "\"s\"",
+        "[{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50},]",
+        "[{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50}]]",
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50,}",
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50}x",
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50,\"sensor_id\":\"t\"}",
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50,\"unit\":null,\"ts\":null,"
+        "\"tags\":null}",
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50,\"unit\":nul}",
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50,\"tags\":{}}",
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50,\"tags\":{\"a\":\"1\",\"a\":\"2\"}}",
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50,\"tags\":{\"\":\"1\"}}",
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50,\"tags\":{\"a\":1}}",
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50,\"tags\":{ \"a\" : \"1\" , \"b\":\"2\" }}",
+        "[{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50,\"ts\":\"2026-11-22T10:00:00Z\"},"
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":51,\"ts\":\"2026-11-22T10:00:00Z\"}]",
+        "[{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50},"
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":51}]",
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":-0}",
+        "{\"sensor_id\":\"s\",\"type\":\"temperature\",\"value\":-0.0,\"unit\":\"C\"}",
+        "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50,\"ts\":\"2026-11-22T10:06:00Z\"}",
+    };
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
+        body_parsers_agree(edges[i], strlen(edges[i]), &accepted);
+    static const char nul[] = "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":50}\0";
+    body_parsers_agree(nul, sizeof nul - 1, &accepted);   /* a NUL after the object */
+    char big[8192], key[300];
+    memset(key, 'k', sizeof key);
+    for (int keylen = 255; keylen <= 258; keylen++) {   /* 256 bytes, at most */
+        snprintf(big, sizeof big, "{\"sensor_id\":\"s\",\"type\":\"humidity\",\"value\":5,"
+                 "\"tags\":{\"%.*s\":\"%.*s\"}}", keylen, key, keylen, key);
+        body_parsers_agree(big, strlen(big), &accepted);
+    }
+    for (int ntags = 16; ntags <= 17; ntags++) {       /* 16 tags, at most */
+        size_t len = (size_t)snprintf(big, sizeof big, "{\"sensor_id\":\"s\",\"type\":"
+                                      "\"humidity\",\"value\":5,\"tags\":{");
+        for (int t = 0; t < ntags; t++)
+            len += (size_t)snprintf(big + len, sizeof big - len, "%s\"k%d\":\"v\"", t ? "," : "", t);
+        snprintf(big + len, sizeof big - len, "}}");
+        body_parsers_agree(big, strlen(big), &accepted);
+    }
+    for (int idlen = 64; idlen <= 65; idlen++) {       /* ids of 64 characters, at most */
+        snprintf(big, sizeof big, "{\"sensor_id\":\"%.*s\",\"type\":\"humidity\",\"value\":5}",
+                 idlen, key);
+        body_parsers_agree(big, strlen(big), &accepted);
+    }
+}
+
 static void test_msg_awkward_doubles(void **state)
 {
     (void)state;
@@ -2029,6 +2231,7 @@ int main(void)
         cmocka_unit_test_teardown(test_legacy_double_encoded_rejected, teardown),
         cmocka_unit_test_teardown(test_msg_round_trip, teardown),
         cmocka_unit_test_teardown(test_msg_decoders_agree, teardown),
+        cmocka_unit_test_teardown(test_body_parsers_agree, teardown),
         cmocka_unit_test_teardown(test_msg_awkward_doubles, teardown),
         cmocka_unit_test_teardown(test_format_number, teardown),
         cmocka_unit_test_teardown(test_msg_digest, teardown),
