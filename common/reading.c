@@ -99,12 +99,18 @@ int reading_convert(enum reading_type type, const char *unit, double raw,
 
 int reading_sensor_id_valid(const char *s, size_t len)
 {
+    /* [A-Za-z0-9._:-] as a bitmap of the 128 ASCII codes, one test a
+     * character: this runs for every reading on both sides of MQTT (perf:
+     * 2% of the machine in batch as a chain of comparisons). */
+    static const uint64_t allowed[2] = {
+        0x07ff600000000000ULL,   /* - . 0-9 : */
+        0x07fffffe87fffffeULL,   /* A-Z _ a-z */
+    };
     if (len < 1 || len > READING_SENSOR_ID_MAX)
         return 0;
     for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-'))
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 128 || !(allowed[c >> 6] >> (c & 63) & 1))
             return 0;
     }
     return 1;

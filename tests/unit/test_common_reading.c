@@ -358,6 +358,14 @@ static void test_sensor_id_valid(void **state)
     assert_false(reading_sensor_id_valid("caf\xc3\xa9", 5));
     /* Only len bytes are looked at. */
     assert_true(reading_sensor_id_valid("ab cd", 2));
+    /* Every byte value, against the alphabet written out. */
+    for (int c = 0; c < 256; c++) {
+        char one = (char)c;
+        int want = c && strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                               "0123456789._:-", c) != NULL;
+        if (reading_sensor_id_valid(&one, 1) != want)
+            fail_msg("byte 0x%02x: valid %d, expected %d", c, !want, want);
+    }
 }
 
 /* --- parse_body: good input ---------------------------------------------- */
