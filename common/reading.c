@@ -1151,6 +1151,19 @@ static void skip_ws(struct scan *s)
         s->p++;
 }
 
+/* After an object's member: 1 when another follows (the comma read), 0
+ * at the object's end (the brace read), -1 for anything else. */
+static int scan_member_end(struct scan *s)
+{
+    skip_ws(s);
+    if (SCAN_LIT(s, "}"))
+        return 0;
+    if (!SCAN_LIT(s, ","))
+        return -1;
+    skip_ws(s);
+    return 1;
+}
+
 /* A tags object of plain strings within parse_tags's limits, whitespace
  * allowed between its tokens; *out is its compact form, which is what
  * tags_dump would write for it (plain strings need no escape). */
@@ -1178,12 +1191,11 @@ static int scan_tags(struct scan *s, char **out)
                     return 0;   /* a duplicate key: jansson refuses it */
             cap += klen[n] + vlen[n] + 6;
             n++;
-            skip_ws(s);
-            if (SCAN_LIT(s, "}"))
-                break;
-            if (!SCAN_LIT(s, ","))
+            int more = scan_member_end(s);
+            if (more < 0)
                 return 0;
-            skip_ws(s);
+            if (!more)
+                break;
         }
     }
     char *p = malloc(cap);
@@ -1336,14 +1348,11 @@ static int scan_body_reading(struct scan *s, const struct reading_limits *lim, i
             ok = has_ts = SCAN_LIT(s, "\"") && scan_name(s, ts, sizeof ts);
         else if (bit == M_TAGS && !null)
             ok = scan_tags(s, &r->tags_json);
-        if (!ok)
+        int more = ok ? scan_member_end(s) : -1;
+        if (more < 0)
             return 0;
-        skip_ws(s);
-        if (SCAN_LIT(s, "}"))
+        if (!more)
             break;
-        if (!SCAN_LIT(s, ","))
-            return 0;
-        skip_ws(s);
     }
     if ((seen & (M_SENSOR_ID | M_TYPE | M_VALUE)) != (M_SENSOR_ID | M_TYPE | M_VALUE))
         return 0;
