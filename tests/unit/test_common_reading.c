@@ -1529,7 +1529,7 @@ static void test_body_parsers_agree(void **state)
         PUT("%s%s", WS(), array ? "[" : "");
         for (size_t i = 0; i < n; i++) {
             int typ = NEXT() % 16 ? (int)(NEXT() % 3) : (int)(NEXT() % 5);
-            char member[7][600];
+            char member[8][600];   /* at most 8: sensor_id .. tags, note, value again */
             int m = 0;
             snprintf(member[m++], sizeof member[0], "\"sensor_id\":%s\"%s-%zu\"", WS(),
                      NEXT() % 20 ? "s" : "bad id", NEXT() % 8 ? i : 0);
