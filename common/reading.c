@@ -1019,7 +1019,7 @@ static int decode_rids(const json_t *arr, char *out, size_t outlen, struct readi
  * byte, and builds a tree to be walked and freed: about 42 000 instructions
  * a reading in storage's decode (callgrind), 25 000 in ingestion's parse of
  * a request, most of what either spent on a reading. Two readers here take
- * the common case directly: plain_message a message in exactly the form
+ * the common case directly: plain_message a message in the form
  * reading_msg_* writes (storage), plain_body a request of plain readings
  * (ingestion: members in any order, whitespace, strings of printable ASCII
  * without escapes). Both make the same checks as the jansson path, and both
@@ -1300,12 +1300,14 @@ enum { M_SENSOR_ID = 1, M_TYPE = 2, M_VALUE = 4, M_UNIT = 8, M_TS = 16, M_TAGS =
 
 static int member_bit(const char *name, size_t n)
 {
-    static const struct { const char *name; int bit; } members[] = {
-        { "sensor_id", M_SENSOR_ID }, { "type", M_TYPE }, { "value", M_VALUE },
-        { "unit", M_UNIT }, { "ts", M_TS }, { "tags", M_TAGS },
+#define MEMBER(lit, bit) { lit, sizeof(lit) - 1, bit }
+    static const struct { const char *name; size_t len; int bit; } members[] = {
+        MEMBER("sensor_id", M_SENSOR_ID), MEMBER("type", M_TYPE), MEMBER("value", M_VALUE),
+        MEMBER("unit", M_UNIT), MEMBER("ts", M_TS), MEMBER("tags", M_TAGS),
     };
+#undef MEMBER
     for (size_t i = 0; i < sizeof members / sizeof members[0]; i++)
-        if (strlen(members[i].name) == n && !memcmp(members[i].name, name, n))
+        if (members[i].len == n && !memcmp(members[i].name, name, n))
             return members[i].bit;
     return 0;
 }

@@ -181,10 +181,11 @@ int reading_decode_message(const void *payload, size_t len,
                            char *by, size_t bylen, char *rids, size_t ridslen,
                            struct reading_batch *out, struct reading_error *err);
 /* The same through jansson alone. reading_decode_message reads a message
- * laid out exactly as reading_msg_* write it without jansson (whose lexer
- * was most of storage's CPU) and hands everything else to this one, which
- * defines what is accepted and says what is wrong: the fuzz target and the
- * unit tests check that the two agree on every input. */
+ * laid out as reading_msg_* write it (whitespace allowed inside tags)
+ * without jansson (whose lexer was most of storage's CPU) and hands
+ * everything else to this one, which defines what is accepted and says
+ * what is wrong: the fuzz target and the unit tests check that the two
+ * agree on every input. */
 int reading_decode_message_jansson(const void *payload, size_t len,
                                    char *by, size_t bylen, char *rids, size_t ridslen,
                                    struct reading_batch *out, struct reading_error *err);
