@@ -23,7 +23,7 @@ Scenarios (each BENCH_SECONDS long after a warm-up):
   db         batch's rows again, straight into a fresh copy of the readings
              table (a COPY of 10000 rows a transaction, one session a CPU
              at once): the database's own ceiling
-  paired-db  batch and db again, 5 alternating rounds (batch for 3 s, db on
+  paired-db  batch and db again, 5 alternating rounds (batch for 5 s, db on
              its rows): the batch / db ratio the target is checked on (db's
              own run lasts a few seconds, and the machine's speed drifts)
   scaling    single again with 1 and 3 ingestion replicas (--replicas), each
@@ -522,7 +522,7 @@ def sustained(r):
     return min(r["readings_per_s"], r.get("rows_per_s", r["readings_per_s"]))
 
 
-def scenario_paired_db(args, st, rounds=5, seconds=3.0):
+def scenario_paired_db(args, st, rounds=5, seconds=5.0):
     """batch / db once more, as short alternating rounds: db's own run lasts
     a few seconds, and the machine's speed drifts by a fifth or more within
     a minute, so one db run beside one batch run compared the minutes as
@@ -835,7 +835,7 @@ def main(argv=None):
                     say("db: the batch run's rows again, straight into a copy of the table")
                     results.append(scenario_db(args, st, by.get("batch"), 200000))
                 if want("paired-db"):
-                    say("paired-db: batch and db in 5 alternating rounds (batch 3 s)")
+                    say("paired-db: batch and db in 5 alternating rounds (batch 5 s)")
                     paired_db = scenario_paired_db(args, st)
             finally:
                 st.stop()

@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,7 +131,7 @@ struct publisher {
     size_t outstanding;          /* readings submitted, not yet done */
 
     int state;                   /* enum conn_state */
-    atomic_int connected;        /* read from any thread */
+    int connected;               /* the broker accepted us; not yet lost */
     int connect_backoff_s;       /* wait before the next connect */
     int64_t connect_at_us;       /* not before this (monotonic) */
     /* The broker's Maximum Packet Size (its CONNACK; 0: it named none). It
@@ -262,7 +261,7 @@ static void on_connect(struct mosquitto *mosq, void *ctx, int reason, int flags,
         log_warn("mqtt.subscribe_failed", "topic=%s rc=%d reason=\"%s\"", p->cfg.stored_topic,
                  rc, mosquitto_strerror(rc));
     p->state = CONN_UP;
-    atomic_store(&p->connected, 1);
+    p->connected = 1;
     /* Whatever the broker held for storage may be gone (a restart or a
      * crash): send again everything not yet confirmed. */
     if (p->ever_connected)
@@ -669,7 +668,7 @@ static void conn_end(struct publisher *p, int rc)
     if (was != CONN_UP)
         p->addr_turn++;   /* the next attempt tries the host's next address */
     p->state = CONN_IDLE;
-    atomic_store(&p->connected, 0);
+    p->connected = 0;
     for (size_t i = 0; i < p->nflights; i++) {
         struct pub_msg *m = p->flights[i].m;
         if (m) {
@@ -1379,7 +1378,7 @@ err:
 
 int publisher_connected(const struct publisher *p)
 {
-    return atomic_load(&((struct publisher *)p)->connected);
+    return p->connected;
 }
 
 size_t publisher_outstanding(const struct publisher *p)

@@ -76,7 +76,7 @@ typedef void (*publisher_done_fn)(void *ctx, int ok, const char *why);
 struct publisher *publisher_create(struct event_base *base, const struct publisher_config *cfg,
                                    char *err, size_t errlen);
 
-/* 1 when connected to the broker (safe from any thread). */
+/* 1 when connected to the broker. */
 int publisher_connected(const struct publisher *p);
 
 /* 1 when readings can be taken: connected, or the spool has room. */
