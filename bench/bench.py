@@ -361,18 +361,6 @@ def wait_drained(st, window, accepted, timeout=120):
     return time.monotonic() - t0, rows
 
 
-def db_figures(st, window):
-    r = st.psql(
-        "select count(*), "
-        "coalesce(extract(epoch from max(stored_at) - min(received_at)), 0), "
-        "coalesce(1000 * extract(epoch from percentile_cont(0.5) within group "
-        "(order by stored_at - received_at)), 0), "
-        "coalesce(1000 * extract(epoch from percentile_cont(0.99) within group "
-        "(order by stored_at - received_at)), 0) "
-        f"from readings where {run_rows(window)}")[0]
-    return int(r[0]), float(r[1]), float(r[2]), float(r[3])
-
-
 def storage_counters(st):
     """The committed messages and the seconds spent committing them, summed
     over the storage replicas' /metrics."""
@@ -409,7 +397,23 @@ def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
     r["messages"] = int(msgs)
     r["readings_per_message"] = r["accepted"] / msgs if msgs else 0.0
     r["commit_ms"] = 1000 * (c1["commit_s"] - c0["commit_s"]) / msgs if msgs else 0.0
-    rows, span, lag50, lag99 = db_figures(st, r["window"])
+    stored_figures(st, r)
+    return r
+
+
+def stored_figures(st, r):
+    """Adds to the run r (a sim_result, drained: wait_drained) what the
+    database says of its rows: rows, rows_per_s, stored_lag_ms, lost and
+    extra."""
+    q = st.psql(
+        "select count(*), "
+        "coalesce(extract(epoch from max(stored_at) - min(received_at)), 0), "
+        "coalesce(1000 * extract(epoch from percentile_cont(0.5) within group "
+        "(order by stored_at - received_at)), 0), "
+        "coalesce(1000 * extract(epoch from percentile_cont(0.99) within group "
+        "(order by stored_at - received_at)), 0) "
+        f"from readings where {run_rows(r['window'])}")[0]
+    rows, span, lag50, lag99 = int(q[0]), float(q[1]), float(q[2]), float(q[3])
     r["rows"] = rows
     r["rows_per_s"] = rows / span if span > 0 else 0.0
     r["stored_lag_ms"] = {"p50": lag50, "p99": lag99}
@@ -417,7 +421,6 @@ def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
     # gave up on may be stored too: at most `failed` more.)
     r["lost"] = max(0, r["accepted"] - rows)
     r["extra"] = max(0, rows - r["accepted"])
-    return r
 
 
 def scenario_scaling(args, tmp, replicas):
@@ -445,7 +448,7 @@ def db_chunks(st, source, n_rows, tag="db"):
     starts. Returns their paths and the number of rows."""
     chunk = 10000
     src = st.state_dir / f"bench-{tag}.csv"
-    if source and source["rows"]:   # counted by db_figures when it ran
+    if source and source["rows"]:   # counted by stored_figures when it ran
         st.psql(f"\\copy (select {DB_COLS} from readings where {run_rows(source['window'])}) "
                 f"to '{src}' csv")
     else:
@@ -537,16 +540,15 @@ def scenario_paired_db(args, st, rounds=5, seconds=5.0):
     prev = None
     for i in range(rounds):
         got = {}
-        order = ("batch", "db") if i % 2 == 0 or prev is None else ("db", "batch")
-        for side in order:
+        # Round 0 starts with batch, so prev is set before a round starts with db.
+        for side in ("batch", "db") if i % 2 == 0 else ("db", "batch"):
             if side == "db":
                 got["db"] = db_copy(st, *db_chunks(st, got.get("batch") or prev, 0, "paired"))
                 continue
             r = sim_result(run_sim(args.bin, st.api_url, seconds, 1e6, conns, 100), "batch")
-            _, rows = wait_drained(st, r["window"], r["accepted"])
-            out["lost"] += max(0, r["accepted"] - rows)
-            r["rows"], span, _, _ = db_figures(st, r["window"])
-            r["rows_per_s"] = r["rows"] / span if span > 0 else 0.0
+            r["drain_s"], _ = wait_drained(st, r["window"], r["accepted"])
+            stored_figures(st, r)
+            out["lost"] += r["lost"]
             got["batch"] = prev = r
         b, d = sustained(got["batch"]), sustained(got["db"])
         out["rounds"].append({"batch": b, "db": d, "ratio": b / d if d else 0.0})

@@ -131,7 +131,6 @@ struct publisher {
     size_t outstanding;          /* readings submitted, not yet done */
 
     int state;                   /* enum conn_state */
-    int connected;               /* the broker accepted us; not yet lost */
     int connect_backoff_s;       /* wait before the next connect */
     int64_t connect_at_us;       /* not before this (monotonic) */
     /* The broker's Maximum Packet Size (its CONNACK; 0: it named none). It
@@ -261,7 +260,6 @@ static void on_connect(struct mosquitto *mosq, void *ctx, int reason, int flags,
         log_warn("mqtt.subscribe_failed", "topic=%s rc=%d reason=\"%s\"", p->cfg.stored_topic,
                  rc, mosquitto_strerror(rc));
     p->state = CONN_UP;
-    p->connected = 1;
     /* Whatever the broker held for storage may be gone (a restart or a
      * crash): send again everything not yet confirmed. */
     if (p->ever_connected)
@@ -668,7 +666,6 @@ static void conn_end(struct publisher *p, int rc)
     if (was != CONN_UP)
         p->addr_turn++;   /* the next attempt tries the host's next address */
     p->state = CONN_IDLE;
-    p->connected = 0;
     for (size_t i = 0; i < p->nflights; i++) {
         struct pub_msg *m = p->flights[i].m;
         if (m) {
@@ -1378,7 +1375,7 @@ err:
 
 int publisher_connected(const struct publisher *p)
 {
-    return p->connected;
+    return p->state == CONN_UP;
 }
 
 size_t publisher_outstanding(const struct publisher *p)
