@@ -129,20 +129,36 @@ def reset_peak_rss(pid):
         pass
 
 
+def machine_ticks():
+    """(busy, all) CPU time of the whole machine so far, in clock ticks
+    (/proc/stat: user, nice, system, idle, iowait, irq, softirq, steal;
+    guest time is counted in user already)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
 class Meter:
-    """CPU and peak RSS of named processes over one scenario."""
+    """CPU and peak RSS of named processes over one scenario, and how busy
+    the whole machine was meanwhile (busy_cpus(): vCPUs' worth, the kernel's
+    interrupt work and every other process included)."""
 
     def __init__(self, pids):
         self.pids = pids  # {name: pid}
         for pid in pids.values():
             reset_peak_rss(pid)
         self.cpu0 = {n: tree_cpu(p) for n, p in pids.items()}
+        self.ticks0 = machine_ticks()
 
     def read(self):
         out = {}
         for n, p in self.pids.items():
             out[n] = {"cpu_s": tree_cpu(p) - self.cpu0[n], "peak_rss_kib": peak_rss_kib(p)}
         return out
+
+    def busy_cpus(self):
+        busy, total = (b - a for a, b in zip(self.ticks0, machine_ticks()))
+        return (os.cpu_count() or 1) * busy / total if total else 0.0
 
 
 # --- the load generator --------------------------------------------------------------
@@ -257,6 +273,7 @@ def scenario_generator(args):
         r = sim_result(run_sim(args.bin, url, args.seconds, 1e6, args.connections, 1),
                        "generator")
         r["services"] = meter.read()
+        r["busy_cpus"] = meter.busy_cpus()
         return r
     finally:
         for p in procs:
@@ -314,6 +331,7 @@ def scenario_ceiling(args, tmp, rate=1e6, name="ceiling"):
         r = sim_result(run_sim(args.bin, st.api_url, args.seconds, rate, args.connections, 1),
                        name)
         r["services"] = meter.read()
+        r["busy_cpus"] = meter.busy_cpus()
         r["open_loop"] = rate < 1e6
         return r
 
@@ -391,6 +409,7 @@ def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
     r["open_loop"] = rate < 1e6     # paced below capacity: the due latency means something
     r["drain_s"], _ = wait_drained(st, r["window"], r["accepted"])
     r["services"] = meter.read()
+    r["busy_cpus"] = meter.busy_cpus()
     c1 = storage_counters(st)
     msgs = c1["messages"] - c0["messages"]
     # How the readings travelled: MQTT messages (one commit each) and their size.
@@ -496,7 +515,8 @@ def db_copy(st, paths, n_lines):
         path.unlink()
     return {"scenario": "db", "accepted": n_lines, "rows": rows, "elapsed_s": elapsed,
             "readings_per_s": rows / elapsed, "rows_per_s": rows / elapsed,
-            "lost": n_lines - rows, "extra": 0, "failed": 0, "services": meter.read()}
+            "lost": n_lines - rows, "extra": 0, "failed": 0, "services": meter.read(),
+            "busy_cpus": meter.busy_cpus()}
 
 
 def scenario_db(args, st, source, n_rows):
@@ -561,7 +581,7 @@ def fmt_table(results, ratios):
     cols = ["scenario", "readings/s", "rows/s", "POST p50/p99/p99.9 ms", "from due p50/p99 ms",
             "stored p50/p99 ms",
             "drain s", "lost", "readings/msg, commit ms", "CPU s/1000 (ingestion [do-nothing server(s)], storage, haproxy, mosquitto, postgres, sim)",
-            "peak RSS MiB (ingestion, storage, sim)"]
+            "vCPUs busy", "peak RSS MiB (ingestion, storage, sim)"]
     lines = []
     for r in results:
         svc = r.get("services", {})
@@ -598,6 +618,7 @@ def fmt_table(results, ratios):
             f"{r['readings_per_message']:.1f}, {r['commit_ms']:.2f}" if r.get("messages") else "-",
             ", ".join([ingestion_cpu(), cpu("storage"), cpu("haproxy"), cpu("mosquitto"),
                        cpu("postgres"), f"{sim['cpu_s'] / n:.3f}" if sim else "-"]),
+            f"{r['busy_cpus']:.2f}" if "busy_cpus" in r else "-",
             ", ".join([rss("ingestion"), rss("storage"),
                        f"{sim['peak_rss_kib'] / 1024:.1f}" if sim else "-"]),
         ])
@@ -647,10 +668,14 @@ def ratios_of(by, paired=None, paired_db=None):
         h = by["half"]
         # Checked on the latency from when each request was due: waits for
         # a free connection count (see sensor-sim's README).
+        # How busy the machine was says how much of the p99 is waiting for
+        # a CPU: the pipeline's and the do-nothing path's at the same rate.
         floor = by.get("floor")
         out["half-rate p99 POST ms, from due"] = (
             f"{h['due_ms']['p99']:.2f} (per attempt: {h['post_ms']['p99']:.2f}"
-            + (f"; the ceiling's path at that rate: {floor['due_ms']['p99']:.2f}" if floor else "")
+            f"; vCPUs busy {h['busy_cpus']:.2f} of {os.cpu_count()}"
+            + (f"; the ceiling's path at that rate: {floor['due_ms']['p99']:.2f}, "
+               f"vCPUs busy {floor['busy_cpus']:.2f}" if floor else "")
             + ")", "<= 10", h["due_ms"]["p99"] <= 10)
         out["half-rate p99 stored lag ms"] = (f"{h['stored_lag_ms']['p99']:.1f}", "<= 100",
                                             h["stored_lag_ms"]["p99"] <= 100)
