@@ -140,8 +140,9 @@ def machine_ticks():
 
 class Meter:
     """CPU and peak RSS of named processes over one scenario, and how busy
-    the whole machine was meanwhile (busy_cpus(): vCPUs' worth, the kernel's
-    interrupt work and every other process included)."""
+    the whole machine was meanwhile (vCPUs' worth, the kernel's interrupt
+    work and every other process included). record(r) puts both in the
+    scenario's result r."""
 
     def __init__(self, pids):
         self.pids = pids  # {name: pid}
@@ -150,15 +151,12 @@ class Meter:
         self.cpu0 = {n: tree_cpu(p) for n, p in pids.items()}
         self.ticks0 = machine_ticks()
 
-    def read(self):
-        out = {}
-        for n, p in self.pids.items():
-            out[n] = {"cpu_s": tree_cpu(p) - self.cpu0[n], "peak_rss_kib": peak_rss_kib(p)}
-        return out
-
-    def busy_cpus(self):
+    def record(self, r):
+        r["services"] = {n: {"cpu_s": tree_cpu(p) - self.cpu0[n], "peak_rss_kib": peak_rss_kib(p)}
+                         for n, p in self.pids.items()}
         busy, total = (b - a for a, b in zip(self.ticks0, machine_ticks()))
-        return (os.cpu_count() or 1) * busy / total if total else 0.0
+        r["busy_cpus"] = (os.cpu_count() or 1) * busy / total if total else 0.0
+        return r
 
 
 # --- the load generator --------------------------------------------------------------
@@ -272,9 +270,7 @@ def scenario_generator(args):
         meter = Meter({"null-server": procs[0].pid})
         r = sim_result(run_sim(args.bin, url, args.seconds, 1e6, args.connections, 1),
                        "generator")
-        r["services"] = meter.read()
-        r["busy_cpus"] = meter.busy_cpus()
-        return r
+        return meter.record(r)
     finally:
         for p in procs:
             p.kill()
@@ -330,8 +326,7 @@ def scenario_ceiling(args, tmp, rate=1e6, name="ceiling"):
                        **{f"null-server-{i}": p.pid for i, p in enumerate(procs, 1)}})
         r = sim_result(run_sim(args.bin, st.api_url, args.seconds, rate, args.connections, 1),
                        name)
-        r["services"] = meter.read()
-        r["busy_cpus"] = meter.busy_cpus()
+        meter.record(r)
         r["open_loop"] = rate < 1e6
         return r
 
@@ -408,8 +403,7 @@ def scenario_pipeline(args, st, name, batch, rate=1e6, connections=None):
     r = sim_result(sim, name)
     r["open_loop"] = rate < 1e6     # paced below capacity: the due latency means something
     r["drain_s"], _ = wait_drained(st, r["window"], r["accepted"])
-    r["services"] = meter.read()
-    r["busy_cpus"] = meter.busy_cpus()
+    meter.record(r)
     c1 = storage_counters(st)
     msgs = c1["messages"] - c0["messages"]
     # How the readings travelled: MQTT messages (one commit each) and their size.
@@ -513,10 +507,10 @@ def db_copy(st, paths, n_lines):
     st.psql("drop table bench_db")
     for path in paths:
         path.unlink()
-    return {"scenario": "db", "accepted": n_lines, "rows": rows, "elapsed_s": elapsed,
-            "readings_per_s": rows / elapsed, "rows_per_s": rows / elapsed,
-            "lost": n_lines - rows, "extra": 0, "failed": 0, "services": meter.read(),
-            "busy_cpus": meter.busy_cpus()}
+    return meter.record({"scenario": "db", "accepted": n_lines, "rows": rows,
+                         "elapsed_s": elapsed, "readings_per_s": rows / elapsed,
+                         "rows_per_s": rows / elapsed, "lost": n_lines - rows, "extra": 0,
+                         "failed": 0})
 
 
 def scenario_db(args, st, source, n_rows):
