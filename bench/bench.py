@@ -616,7 +616,7 @@ def fmt_table(results, ratios):
             ", ".join([rss("ingestion"), rss("storage"),
                        f"{sim['peak_rss_kib'] / 1024:.1f}" if sim else "-"]),
         ])
-    widths = [max(len(c), *(len(x[i]) for x in lines)) for i, c in enumerate(cols)]
+    widths = [max([len(c)] + [len(x[i]) for x in lines]) for i, c in enumerate(cols)]
     out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     out += ["  ".join(v.ljust(w) for v, w in zip(x, widths)) for x in lines]
     out.append("")
