@@ -14,8 +14,9 @@
  * in paho's) are used again by the next message instead of being given back
  * and faulted in anew: on this project's virtual machines a page fault and
  * the TLB flush of giving pages back cost a quarter of ingestion's CPU in
- * batch. It keeps a few MiB at most (20 blocks a size, fewer as the cache's
- * collection finds them unused): ingestion's peak RSS in batch went from
- * 7.4 to 10.6 MiB, storage's from 14.5 to 15.8 (bench/NOTES.md, 2026-12-07
- * from 11:46). */
+ * batch. The cache holds up to 20 blocks of a size and gives back those it
+ * finds unused as the thread allocates on; what it kept in the bench: ingestion's
+ * peak RSS in batch went from 7.4 to 10.6 MiB, storage's from 14.5 to 15.8
+ * (bench/NOTES.md, 2026-12-07 from 11:46), and the tests of ingestion's
+ * memory hold. */
 const char *malloc_conf = "dirty_decay_ms:0,muzzy_decay_ms:0,tcache_max:524288";
