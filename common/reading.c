@@ -706,6 +706,11 @@ int reading_msg_init(struct reading_msg *m, const char *instance)
     return msg_printf(m, "{\"v\":1,\"by\":\"%s\",\"readings\":[", instance);
 }
 
+int reading_msg_reserve(struct reading_msg *m, size_t len)
+{
+    return len > m->len ? msg_reserve(m, len - m->len) : 0;
+}
+
 /* u in decimal into out (room for 20 digits), no NUL; returns the length. */
 static size_t put_u64(char *out, uint64_t u)
 {

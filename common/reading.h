@@ -144,6 +144,10 @@ struct reading_msg {
 
 /* Starts a message from the given ingestion instance. Returns 0, -1 on OOM. */
 int reading_msg_init(struct reading_msg *m, const char *instance);
+/* Makes room for a message of len bytes in all at once (say, as long as
+ * the one before), so that it does not grow a step at a time. Returns 0,
+ * -1 on OOM (the message is unchanged). */
+int reading_msg_reserve(struct reading_msg *m, size_t len);
 /* Appends one reading. Returns 0, -1 on OOM. */
 int reading_msg_add(struct reading_msg *m, const struct reading *r);
 /* Records the id of a request whose readings were added (skipped when it

@@ -1907,6 +1907,32 @@ static void test_msg_init_rejects_bad_instance(void **state)
     reading_msg_free(NULL);
 }
 
+/* Room made at once changes nothing of the message: the same bytes as one
+ * grown a step at a time, and no buffer replaced while it fills. */
+static void test_msg_reserve(void **state)
+{
+    (void)state;
+    const struct reading r = mk("a", READING_HUMIDITY, 1, 1, "%", 1, 2, NULL);
+    struct reading_msg grown, reserved;
+    assert_int_equal(reading_msg_init(&grown, "ingestion-1"), 0);
+    assert_int_equal(reading_msg_init(&reserved, "ingestion-1"), 0);
+    for (int i = 0; i < 2000; i++)
+        assert_int_equal(reading_msg_add(&grown, &r), 0);
+    assert_int_equal(reading_msg_finish(&grown), 0);
+    assert_int_equal(reading_msg_reserve(&reserved, 0), 0);        /* less than it has */
+    assert_int_equal(reading_msg_reserve(&reserved, grown.len), 0);
+    assert_true(reserved.cap > grown.len);
+    const char *buf = reserved.buf;
+    for (int i = 0; i < 2000; i++)
+        assert_int_equal(reading_msg_add(&reserved, &r), 0);
+    assert_int_equal(reading_msg_finish(&reserved), 0);
+    assert_ptr_equal(reserved.buf, buf);
+    assert_int_equal(reserved.len, grown.len);
+    assert_memory_equal(reserved.buf, grown.buf, grown.len);
+    reading_msg_free(&grown);
+    reading_msg_free(&reserved);
+}
+
 /* The by buffer must hold the instance and its NUL. */
 static void test_msg_decode_by_buffer(void **state)
 {
@@ -2250,6 +2276,7 @@ int main(void)
         cmocka_unit_test_teardown(test_msg_from_parsed_body, teardown),
         cmocka_unit_test_teardown(test_msg_accepts_every_parsed_timestamp, teardown),
         cmocka_unit_test_teardown(test_msg_init_rejects_bad_instance, teardown),
+        cmocka_unit_test_teardown(test_msg_reserve, teardown),
         cmocka_unit_test_teardown(test_msg_decode_by_buffer, teardown),
         cmocka_unit_test_teardown(test_msg_request_ids, teardown),
         cmocka_unit_test_teardown(test_msg_decode_good_template, teardown),
