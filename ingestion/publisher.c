@@ -819,29 +819,37 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
     }
 }
 
-/* The longest the hold follows storage's pace: while storage works through
- * a backlog (after a restart, its persistent session's queue), its
+/* The hold follows storage's pace while storage confirms at all. Twice its
+ * recent time to confirm: a storage that is slow but working (large
+ * messages, each commit queued behind the other replicas') keeps pacing us
+ * (with a fixed 50 ms, commits of 22-35 ms let go, and ingestion answered
+ * 14-31% more than storage stored, its memory growing with the unconfirmed
+ * messages). At most PUBLISHER_HOLD_MAX_US: while storage works through a
+ * backlog (after a restart, its persistent session's queue) its
  * confirmations come late, and a longer hold would stall every client
- * meanwhile (a second with 1 s). */
-#define CONFIRM_WAIT_MAX_US 250000
+ * meanwhile. At least PUBLISHER_HOLD_MIN_US, not confirm_wait_ms: at
+ * moderate rates storage confirms in 1-3 ms, and a commit that stalls for
+ * a moment (PostgreSQL's fsync behind the kernel's writeback of the table's
+ * pages, every 30 s) held every client for up to 50 ms with it, where the
+ * readings are safe in the broker and in our retention already (a second's
+ * POST p99 of 42-49 ms against 11-15 with 5 ms: bench/NOTES.md, 2026-12-07
+ * from 14:47). A storage silent for a second is taken for stopped: back to
+ * confirm_wait_ms, which then spaces the messages it will find queued. */
+int64_t publisher_hold_us(int64_t base_us, int64_t avg_us, int64_t silent_us)
+{
+    if (silent_us > 1000000)
+        return base_us;
+    int64_t lo = base_us < PUBLISHER_HOLD_MIN_US ? base_us : PUBLISHER_HOLD_MIN_US;
+    int64_t wait = 2 * avg_us;
+    if (wait > PUBLISHER_HOLD_MAX_US)
+        wait = PUBLISHER_HOLD_MAX_US;
+    return wait > lo ? wait : lo;
+}
 
-/* How long a message holds the next one back for storage's confirmation:
- * confirm_wait_ms, or twice what storage took lately (at most
- * CONFIRM_WAIT_MAX_US), whichever is longer. A storage that is slow but
- * working (large messages, each commit queued behind the other replicas')
- * keeps pacing us: with a fixed 50 ms, commits of 22-35 ms let go, and
- * ingestion answered 14-31% more than storage stored, its memory growing
- * with the unconfirmed messages. A storage that confirmed nothing for a second is taken for
- * stopped: back to confirm_wait_ms, which is then all it delays a message. */
 static int64_t confirm_wait_us(const struct publisher *p, int64_t now)
 {
-    int64_t base = (int64_t)p->cfg.confirm_wait_ms * 1000;
-    if (now - p->last_confirm_us > 1000000)
-        return base;
-    int64_t wait = 2 * p->confirm_avg_us;
-    if (wait > CONFIRM_WAIT_MAX_US)
-        wait = CONFIRM_WAIT_MAX_US;
-    return wait > base ? wait : base;
+    return publisher_hold_us((int64_t)p->cfg.confirm_wait_ms * 1000, p->confirm_avg_us,
+                             now - p->last_confirm_us);
 }
 
 /* Ages the young messages: storage had its time to confirm them. */

@@ -46,10 +46,10 @@ struct publisher_config {
     int republish_after_s;       /* first republish of an unconfirmed message */
     size_t retention_max_bytes;  /* beyond, the oldest are let go */
     /* Pacing by storage: while this many messages are in flight or
-     * unconfirmed and younger than confirm_wait_ms (or twice storage's recent
-     * time to confirm, if longer, while it confirms at all), readings gather
-     * into the next message instead of making more, and full messages wait
-     * (0: off). */
+     * unconfirmed and younger than publisher_hold_us() (twice storage's
+     * recent time to confirm while it confirms at all, confirm_wait_ms while
+     * it does not), readings gather into the next message instead of making
+     * more, and full messages wait (0: off). */
     size_t max_unconfirmed;
     int confirm_wait_ms;
     /* A message not yet full waits until it is this old, gathering the
@@ -104,6 +104,16 @@ void publisher_stats(const struct publisher *p, struct publisher_stats *out);
 /* The drain (SIGTERM): sends what is buffered now rather than at the end of
  * this loop turn, and from now on never holds a message back for storage. */
 void publisher_drain(struct publisher *p);
+
+/* How long an unconfirmed message holds the next one back, in
+ * microseconds. While storage confirms (silent_us, the time since its last
+ * confirmation, at most a second): twice avg_us, its recent time to confirm
+ * a message, from PUBLISHER_HOLD_MIN_US (or base_us, if lower) to
+ * PUBLISHER_HOLD_MAX_US. A storage silent for longer is taken for stopped:
+ * base_us (confirm_wait_ms). Pure: exposed for its unit test. */
+#define PUBLISHER_HOLD_MIN_US 5000
+#define PUBLISHER_HOLD_MAX_US 250000
+int64_t publisher_hold_us(int64_t base_us, int64_t avg_us, int64_t silent_us);
 
 /* Disconnects (waiting at most timeout_ms) and frees. Requests still
  * outstanding get done(ctx, 0, ...). Accepts NULL. */
