@@ -831,9 +831,9 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
  * moderate rates storage confirms in 1-3 ms, and a commit that stalls for
  * a moment (PostgreSQL's fsync behind the kernel's writeback of the table's
  * pages, every 30 s) held every client for up to 50 ms with it, where the
- * readings are safe in the broker and in our retention already (a second's
- * POST p99 of 42-49 ms against 11-15 with 5 ms: bench/NOTES.md, 2026-12-07
- * from 14:47). A storage silent for a second is taken for stopped: back to
+ * readings are safe in the broker and in our retention already (that
+ * second's POST p99: 42-53 ms, against 11-40 with 5 ms: bench/NOTES.md,
+ * 2026-12-07 from 14:47). A storage silent for a second is taken for stopped: back to
  * confirm_wait_ms, which then spaces the messages it will find queued. */
 int64_t publisher_hold_us(int64_t base_us, int64_t avg_us, int64_t silent_us)
 {
