@@ -87,9 +87,10 @@ static const struct cfg_opt OPTIONS[] = {
       "while this many messages wait for the broker or for storage's confirmation, readings "
       "gather into the next message: larger messages while storage is behind (0 = off)" },
     { "confirm-wait-ms", "INGESTION_CONFIRM_WAIT_MS", CFG_INT, &C.confirm_wait_ms, "50", 1,
-      10000, "while storage confirms nothing (for a second: stopped or away), a message "
-      "unconfirmed for this long stops holding the next one back; while it confirms, the hold "
-      "is twice its recent time to confirm, 5 ms (or this, if lower) to 250 ms (milliseconds)" },
+      10000, "how long a message unconfirmed by storage holds the next one back while storage "
+      "confirms nothing (for a second: stopped or away); while it confirms, twice its recent "
+      "time to confirm, up to 250 ms, and at least 5 ms (or this, if lower) while it confirms "
+      "every message within a second, at least this otherwise (milliseconds)" },
     { "linger-ms", "INGESTION_LINGER_MS", CFG_INT, &C.linger_ms, "1", 0, 1000,
       "a message waits this long for more readings before it is sent: fewer, larger "
       "messages at moderate rates, for at most this much latency (milliseconds, 0 = off)" },

@@ -833,13 +833,22 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
  * pages, every 30 s) held every client for up to 50 ms with it, where the
  * readings are safe in the broker and in our retention already (that
  * second's POST p99: 42-53 ms, against 11-40 with 5 ms: bench/NOTES.md,
- * 2026-12-07 from 14:47). A storage silent for a second is taken for stopped: back to
- * confirm_wait_ms, which then spaces the messages it will find queued. */
-int64_t publisher_hold_us(int64_t base_us, int64_t avg_us, int64_t silent_us)
+ * 2026-12-07 from 14:47). Only while storage confirms everything within a
+ * second, though: a message unconfirmed for longer may sit in the queue of
+ * a storage that left for good, whose client id mosquitto keeps sending
+ * its share of the messages to (README: Known limits), and there a hold of
+ * 5 ms would queue ten times as many messages as 50 ms, towards mosquitto's
+ * max_queued_messages. A storage silent for a second is taken for stopped:
+ * back to confirm_wait_ms, which then spaces the messages it will find
+ * queued. */
+int64_t publisher_hold_us(int64_t base_us, int64_t avg_us, int64_t silent_us,
+                          int64_t oldest_us)
 {
     if (silent_us > 1000000)
         return base_us;
-    int64_t lo = base_us < PUBLISHER_HOLD_MIN_US ? base_us : PUBLISHER_HOLD_MIN_US;
+    int64_t lo = base_us;
+    if (oldest_us <= 1000000 && PUBLISHER_HOLD_MIN_US < base_us)
+        lo = PUBLISHER_HOLD_MIN_US;
     int64_t wait = 2 * avg_us;
     if (wait > PUBLISHER_HOLD_MAX_US)
         wait = PUBLISHER_HOLD_MAX_US;
@@ -849,7 +858,8 @@ int64_t publisher_hold_us(int64_t base_us, int64_t avg_us, int64_t silent_us)
 static int64_t confirm_wait_us(const struct publisher *p, int64_t now)
 {
     return publisher_hold_us((int64_t)p->cfg.confirm_wait_ms * 1000, p->confirm_avg_us,
-                             now - p->last_confirm_us);
+                             now - p->last_confirm_us,
+                             p->ret_head ? now - p->ret_head->first_us : 0);
 }
 
 /* Ages the young messages: storage had its time to confirm them. */

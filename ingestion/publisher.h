@@ -109,11 +109,14 @@ void publisher_drain(struct publisher *p);
  * microseconds. While storage confirms (silent_us, the time since its last
  * confirmation, at most a second): twice avg_us, its recent time to confirm
  * a message, from PUBLISHER_HOLD_MIN_US (or base_us, if lower) to
- * PUBLISHER_HOLD_MAX_US. A storage silent for longer is taken for stopped:
- * base_us (confirm_wait_ms). Pure: exposed for its unit test. */
+ * PUBLISHER_HOLD_MAX_US; from base_us instead while a message has been
+ * unconfirmed for over a second (oldest_us, the age of the oldest; 0: none).
+ * A storage silent for longer is taken for stopped: base_us
+ * (confirm_wait_ms). Pure: exposed for its unit test. */
 #define PUBLISHER_HOLD_MIN_US 5000
 #define PUBLISHER_HOLD_MAX_US 250000
-int64_t publisher_hold_us(int64_t base_us, int64_t avg_us, int64_t silent_us);
+int64_t publisher_hold_us(int64_t base_us, int64_t avg_us, int64_t silent_us,
+                          int64_t oldest_us);
 
 /* Disconnects (waiting at most timeout_ms) and frees. Requests still
  * outstanding get done(ctx, 0, ...). Accepts NULL. */
