@@ -113,27 +113,26 @@ def tree_cpu(root):
     return total
 
 
-def dirty_kib():
-    """The page cache's dirty pages, machine-wide (/proc/meminfo's Dirty)."""
+def proc_kib(path, key):
+    """The kB figure of the line `key: N kB` of a /proc file (0: none, or
+    the process is gone)."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("Dirty:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def dirty_kib():
+    """The page cache's dirty pages, machine-wide."""
+    return proc_kib("/proc/meminfo", "Dirty")
 
 
 def peak_rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return proc_kib(f"/proc/{pid}/status", "VmHWM")
 
 
 def reset_peak_rss(pid):
@@ -199,7 +198,7 @@ def run_sim(bin_dir, url, seconds, rate, connections, batch, stats_interval=1.0,
         # The peak RSS from VmHWM while it runs: wait4's ru_maxrss also
         # counts the memory of the (Python) process it was forked from.
         # And the largest fall of the dirty pages: the kernel writes a
-        # file's dirty pages back 30 s after they were first dirtied, 40-120
+        # file's dirty pages back 30 s after they were first dirtied, 35-135
         # MB at once in these runs, and PostgreSQL's commits wait behind
         # them (bench/NOTES.md, 2026-12-07 from 14:47): a run that holds one
         # has a second of slower answers that a 10 s run may or may not hold.

@@ -7,9 +7,9 @@ services, widens that window from microseconds to WIDEN_US, so that it is hit
 again and again. Only storage runs paho (ingestion's MQTT client is libmosquitto
 on its event loop): its PUBACKs to the broker and its confirmations to
 ingestion then wait in paho for up to a second. Ingestion holds a message for
-storage's confirmation only so long (twice storage's pace, at least 5 ms;
-INGESTION_CONFIRM_WAIT_MS once storage is silent), and republishes what stays
-unconfirmed; every reading answered 202 must still be stored, once, and none
+storage's confirmation only so long (twice storage's pace, from 5 ms, or from
+INGESTION_CONFIRM_WAIT_MS while a message has waited over a second; that alone
+once storage is silent), and republishes what stays unconfirmed; every reading answered 202 must still be stored, once, and none
 twice."""
 
 import atexit
