@@ -899,6 +899,56 @@ uint64_t reading_msg_digest(const void *payload, size_t len)
     return h;
 }
 
+static const char hex_digits[] = "0123456789abcdef";
+
+static void put_hex64(char *out, uint64_t v)
+{
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = hex_digits[v & 0xf];
+}
+
+size_t reading_confirm_format(char *out, const void *corr, size_t corrlen,
+                              const void *payload, size_t len)
+{
+    size_t n = 0;
+    uint64_t v;
+    if (corr && corrlen == READING_MSG_ID_LEN) {
+        const unsigned char *b = corr;
+        v = 0;
+        for (size_t i = 0; i < READING_MSG_ID_LEN; i++)
+            v = v << 8 | b[i];
+        memcpy(out, "id:", 3);
+        n = 3;
+    } else {
+        v = reading_msg_digest(payload, len);
+    }
+    put_hex64(out + n, v);
+    out[n + 16] = '\0';
+    return n + 16;
+}
+
+enum reading_confirm_kind reading_confirm_parse(const void *buf, size_t len, uint64_t *value)
+{
+    const char *s = buf;
+    enum reading_confirm_kind kind = READING_CONFIRM_DIGEST;
+    if (len == 19 && !memcmp(s, "id:", 3)) {
+        kind = READING_CONFIRM_ID;
+        s += 3;
+    } else if (len != 16) {
+        return READING_CONFIRM_NONE;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < 16; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return READING_CONFIRM_NONE;
+        v = v << 4 | (uint64_t)d;
+    }
+    *value = v;
+    return kind;
+}
+
 static int get_i64(const json_t *o, const char *key, int64_t *out)
 {
     const json_t *v = json_object_get(o, key);

@@ -168,12 +168,39 @@ struct reading_msg_mark reading_msg_mark(const struct reading_msg *m);
 void reading_msg_rollback(struct reading_msg *m, struct reading_msg_mark mark);
 void reading_msg_free(struct reading_msg *m);
 
-/* A 64-bit digest (FNV-1a) of a message's bytes. storage confirms each
- * message it has committed by publishing its digest (16 lowercase hex
- * digits) to <stored prefix>/<by>; ingestion keeps what it published until
- * that confirmation arrives (end to end: it covers a broker that lost
- * messages it had acknowledged). */
+/* Confirmations. storage confirms each message it has committed to the
+ * ingestion instance that sent it, on <stored prefix>/<by>; ingestion keeps
+ * what it published until then (end to end: it covers a broker that lost
+ * messages it had acknowledged). ingestion gives each message an id,
+ * READING_MSG_ID_LEN bytes big-endian in the PUBLISH's Correlation Data
+ * (MQTT v5's field for matching a response to its request), and storage
+ * answers "id:" and its 16 lowercase hex digits. A message without one
+ * (from an ingestion older than ids) is confirmed by its digest instead:
+ * 16 lowercase hex digits of reading_msg_digest(), which reads every byte
+ * of the message (0.36 ms for 256 KiB: a fifth of ingestion's and a
+ * quarter of storage's CPU in batch, when both sides hashed every
+ * message). */
+#define READING_MSG_ID_LEN 8
+#define READING_CONFIRM_MAX 20   /* the longest confirmation, NUL included */
+enum reading_confirm_kind {
+    READING_CONFIRM_NONE = 0,    /* not a confirmation */
+    READING_CONFIRM_ID,          /* value: the message's id */
+    READING_CONFIRM_DIGEST       /* value: reading_msg_digest() of its bytes */
+};
+
+/* A 64-bit digest (FNV-1a) of a message's bytes. */
 uint64_t reading_msg_digest(const void *payload, size_t len);
+
+/* Writes into out (READING_CONFIRM_MAX bytes) the confirmation of a message
+ * whose Correlation Data is corr (corrlen bytes; NULL or 0: none) and whose
+ * payload is payload: by its id when corr is an id, else by its digest.
+ * Returns the confirmation's length. */
+size_t reading_confirm_format(char *out, const void *corr, size_t corrlen,
+                              const void *payload, size_t len);
+
+/* Reads a confirmation: returns its kind and puts its id or digest in
+ * *value; READING_CONFIRM_NONE for anything else. */
+enum reading_confirm_kind reading_confirm_parse(const void *buf, size_t len, uint64_t *value);
 
 /* Parses and validates an MQTT batch message (as reading_msg_* write it).
  * On success returns 0, copies the "by" instance into by (NUL-terminated,

@@ -27,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 /* A broker that stopped answering is noticed after one keepalive without
  * traffic (a PINGREQ then goes) and one more without its PINGRESP: about
@@ -40,10 +42,11 @@ struct waiter {
     void *ctx;
 };
 
-/* A confirmation from storage: the digest of a message it committed, and
- * when it arrived, for confirm_wait_us(). */
+/* A confirmation from storage: the id (or digest) of a message it
+ * committed, and when it arrived, for confirm_wait_us(). */
 struct confirm {
-    uint64_t digest;
+    uint64_t value;
+    enum reading_confirm_kind kind;
     int64_t at_us;
 };
 
@@ -56,7 +59,11 @@ struct pub_msg {
     const char *why;
     struct publisher *p;
     struct pub_msg *next;    /* in the finished list, then the retained one */
-    uint64_t digest;         /* what storage's confirmation names */
+    uint64_t id;             /* its Correlation Data, what storage's
+                              * confirmation names */
+    uint64_t digest;         /* reading_msg_digest(), worked out only when a
+                              * storage older than ids confirms by digest */
+    int digested;            /* digest is set */
     int64_t first_us;        /* first publication (monotonic) */
     int64_t open_us;         /* when its first reading came (monotonic) */
     int64_t next_us;         /* next republish if still unconfirmed */
@@ -123,6 +130,8 @@ struct publisher {
     size_t held_bytes, held_limit;
     int64_t confirm_avg_us;      /* storage's recent time to confirm (moving average) */
     int64_t last_confirm_us;     /* when the last confirmation arrived */
+    uint64_t next_id;            /* the next message's id (random start, so
+                                  * that a restart does not reuse ids) */
     int fwd_failed, spooling, spool_full_logged;
     struct flight *flights;      /* in publication order */
     size_t nflights, capflights;
@@ -287,32 +296,21 @@ static void on_disconnect(struct mosquitto *mosq, void *ctx, int rc,
     p->dead_errno = errno;   /* what MOSQ_ERR_ERRNO means, before anything changes it */
 }
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* A confirmation from storage: 16 hex digits, the digest of a message; or
- * a storage announcing it has (re)subscribed. */
+/* A confirmation from storage (reading_confirm_parse); or a storage
+ * announcing it has (re)subscribed. */
 static void on_message(struct mosquitto *mosq, void *ctx, const struct mosquitto_message *msg,
                        const mosquitto_property *props)
 {
     struct publisher *p = ctx;
-    const char *d = msg->payload;
-    uint64_t digest = 0;
-    int ok = msg->payloadlen == 16;
+    uint64_t value = 0;
+    enum reading_confirm_kind kind = READING_CONFIRM_NONE;
     (void)mosq;
     (void)props;
-    if (!strcmp(msg->topic, p->online_topic)) {
+    if (!strcmp(msg->topic, p->online_topic))
         p->resend_all = 1;
-        ok = 0;
-    }
-    for (int i = 0; ok && i < 16; i++) {
-        int v = hexval(d[i]);
-        ok = v >= 0;
-        digest = digest << 4 | (uint64_t)(v & 0xf);
-    }
-    if (!ok)
+    else if (msg->payloadlen > 0)
+        kind = reading_confirm_parse(msg->payload, (size_t)msg->payloadlen, &value);
+    if (kind == READING_CONFIRM_NONE)
         return;
     int64_t now = ts_mono_us();
     p->last_confirm_us = now;
@@ -326,7 +324,7 @@ static void on_message(struct mosquitto *mosq, void *ctx, const struct mosquitto
     }
     /* Out of memory drops it: the message is then republished, harmlessly. */
     if (p->nconfirms < p->capconfirms)
-        p->confirms[p->nconfirms++] = (struct confirm){ digest, now };
+        p->confirms[p->nconfirms++] = (struct confirm){ value, kind, now };
 }
 
 static void forwarded_done(struct publisher *p, int ok);
@@ -439,7 +437,7 @@ static int retained_cut(struct publisher *p, struct pub_msg *prev, struct pub_ms
     }
     struct pub_msg *last = pieces;
     for (struct pub_msg *x = pieces; x; x = x->next) {
-        x->digest = reading_msg_digest(x->body.buf, x->body.len);
+        x->id = p->next_id++;
         x->first_us = m->first_us;
         x->next_us = 0;
         p->retained++;
@@ -513,6 +511,19 @@ static void msg_complete(struct publisher *p, struct pub_msg *m, int ok, const c
         msg_free(m);
 }
 
+/* Whether c confirms m: by its id, or from a storage older than ids by its
+ * digest, worked out once (as every message was hashed before ids). */
+static int confirms(struct pub_msg *m, const struct confirm *c)
+{
+    if (c->kind == READING_CONFIRM_ID)
+        return m->id == c->value;
+    if (!m->digested) {
+        m->digest = reading_msg_digest(m->body.buf, m->body.len);
+        m->digested = 1;
+    }
+    return m->digest == c->value;
+}
+
 /* Drops the retained messages storage has confirmed. Confirmations come
  * about in publication order, so the scan is short. */
 static void apply_confirms(struct publisher *p, const struct confirm *c, size_t n)
@@ -520,7 +531,7 @@ static void apply_confirms(struct publisher *p, const struct confirm *c, size_t 
     for (size_t i = 0; i < n; i++) {
         struct pub_msg *prev = NULL;
         for (struct pub_msg *m = p->ret_head; m; prev = m, m = m->next) {
-            if (m->digest == c[i].digest) {
+            if (confirms(m, &c[i])) {
                 if (m->timed && !m->copies) {
                     /* How long storage takes (confirm_wait_us()), as it
                      * arrived. Not for what was sent while storage was
@@ -540,7 +551,8 @@ static void apply_confirms(struct publisher *p, const struct confirm *c, size_t 
     }
 }
 
-static int publish(struct publisher *p, struct pub_msg *m, const struct reading_msg *body);
+static int publish(struct publisher *p, struct pub_msg *m, const struct reading_msg *body,
+                   uint64_t id);
 
 /* Publishes again what is due; lets go of what is past the retention. */
 static void republish_due(struct publisher *p)
@@ -578,7 +590,7 @@ static void republish_due(struct publisher *p)
         if (due && p->re_inflight + p->inflight >= p->cfg.max_inflight)
             p->due_left = 1;   /* carried on as acknowledgements free slots */
         else if (due) {
-            if (publish(p, NULL, &m->body) == MOSQ_ERR_SUCCESS) {
+            if (publish(p, NULL, &m->body, m->id) == MOSQ_ERR_SUCCESS) {
                 m->copies++;
                 sent++;
                 /* Doubling: a storage that is merely slow is not flooded. */
@@ -635,16 +647,26 @@ static int flight_add(struct publisher *p, int mid, struct pub_msg *m)
     return 0;
 }
 
-/* Publishes one payload at QoS 1: the library writes it at once when the
- * socket takes it (we are not in one of its callbacks), else when the
- * socket is writable (io_arm). Returns the library's code. */
-static int publish(struct publisher *p, struct pub_msg *m, const struct reading_msg *body)
+/* Publishes one payload at QoS 1, with id as its Correlation Data (for
+ * storage's confirmation): the library writes it at once when the socket
+ * takes it (we are not in one of its callbacks), else when the socket is
+ * writable (io_arm). Returns the library's code. */
+static int publish(struct publisher *p, struct pub_msg *m, const struct reading_msg *body,
+                   uint64_t id)
 {
     int mid;
+    unsigned char corr[READING_MSG_ID_LEN];
+    mosquitto_property *props = NULL;
     if (!p->mosq || p->dead || p->state != CONN_UP)
         return MOSQ_ERR_NO_CONN;
-    int rc = mosquitto_publish_v5(p->mosq, &mid, p->topic, (int)body->len, body->buf, 1, false,
-                                  NULL);
+    for (int i = READING_MSG_ID_LEN - 1; i >= 0; i--, id >>= 8)
+        corr[i] = (unsigned char)(id & 0xff);
+    int rc = mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, corr,
+                                           sizeof corr);
+    if (rc == MOSQ_ERR_SUCCESS)
+        rc = mosquitto_publish_v5(p->mosq, &mid, p->topic, (int)body->len, body->buf, 1, false,
+                                  props);
+    mosquitto_property_free_all(&props);
     if (rc == MOSQ_ERR_SUCCESS && flight_add(p, mid, m) < 0)
         rc = MOSQ_ERR_NOMEM;   /* its PUBACK will find no flight: ignored */
     io_arm(p);
@@ -804,11 +826,11 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
         msg_complete(p, m, 0, "broker unavailable");
         return;
     }
-    m->digest = reading_msg_digest(m->body.buf, m->body.len);
+    m->id = p->next_id++;
     m->first_us = ts_mono_us();
     m->timed = m->first_us - p->last_confirm_us <= 1000000;
     /* The library copies the payload; m stays ours until its PUBACK. */
-    int rc = publish(p, m, &m->body);
+    int rc = publish(p, m, &m->body, m->id);
     if (rc != MOSQ_ERR_SUCCESS) {
         log_debug("mqtt.publish_failed", "rc=%d readings=%zu", rc, m->readings);
         /* Not connected, or the write failed (the connection is going: the
@@ -1350,6 +1372,11 @@ struct publisher *publisher_create(struct event_base *base, const struct publish
     p->base = base;
     if (parse_url(p, cfg->url, err, errlen) < 0)
         goto err;
+    /* Ids start at random: a confirmation meant for a message of this
+     * instance's previous run (late, or republished by it) must not name
+     * one of ours. */
+    if (getrandom(&p->next_id, sizeof p->next_id, 0) != sizeof p->next_id)
+        p->next_id = (uint64_t)ts_now_us() << 20 ^ (uint64_t)getpid();
     p->client_id = strdup(cfg->client_id);
     p->topic = strdup(cfg->topic);
     p->instance = strdup(cfg->instance);

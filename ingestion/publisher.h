@@ -14,8 +14,9 @@
  * A PUBACK is not the end: a broker can lose what it acknowledged (kill -9
  * between snapshots; after a restart, until storage subscribes again, since
  * mosquitto does not persist shared subscriptions). So every acknowledged
- * message is retained until storage confirms it (the digest of the message
- * on stored_topic, see reading_msg_digest()). What is not confirmed after
+ * message is retained until storage confirms it (the message's id, sent as
+ * its Correlation Data, on stored_topic; see reading_confirm_format()). What
+ * is not confirmed after
  * republish_after_s is published again, then at doubling intervals, and at
  * once after every reconnection; after retention_s it is let go. The primary
  * key makes a republished reading harmless. */

@@ -134,7 +134,7 @@ int storage_config_load(struct storage_config *c, int argc, char **argv,
           "ingestion publishes to <prefix>/<instance>" },
         { "stored-prefix", "MQTT_STORED_PREFIX", CFG_STR, &c->stored_prefix,
           "sensorflow/v1/stored", 1, 200,
-          "after each commit, the message's digest goes to <prefix>/<instance> "
+          "after each commit, the message's id (or digest) goes to <prefix>/<instance> "
           "(ingestion republishes what is not confirmed)" },
         { "share-group", "STORAGE_SHARE_GROUP", CFG_STR, &c->share_group,
           "storage", 1, 100,

@@ -329,19 +329,24 @@ static void handle_message(struct consumer *c, const char *topic, const void *pa
 /* --- paho callbacks (all on paho's receive thread) -------------------------- */
 
 /* Tells the ingestion instance that sent it that the message is committed,
- * so that it stops keeping it for a republish. QoS 0: a lost confirmation
- * only costs a harmless republish. */
-static void confirm(struct consumer *c, const char *by, const void *payload, size_t len)
+ * so that it stops keeping it for a republish: by the id in its Correlation
+ * Data, or without one by its digest (reading_confirm_format). QoS 0: a
+ * lost confirmation only costs a harmless republish. */
+static void confirm(struct consumer *c, const char *by, MQTTAsync_message *msg, size_t len)
 {
-    char topic[512], digest[17];
+    char topic[512], body[READING_CONFIRM_MAX];
     int n = snprintf(topic, sizeof topic, "%s/%s", c->cfg->stored_prefix, by);
     if (n < 0 || (size_t)n >= sizeof topic)
         return;
-    snprintf(digest, sizeof digest, "%016llx",
-             (unsigned long long)reading_msg_digest(payload, len));
+    MQTTProperty *corr = MQTTProperties_getProperty(&msg->properties,
+                                                    MQTTPROPERTY_CODE_CORRELATION_DATA);
+    size_t blen = reading_confirm_format(body, corr ? corr->value.data.data : NULL,
+                                         corr && corr->value.data.len > 0
+                                             ? (size_t)corr->value.data.len : 0,
+                                         msg->payload, len);
     MQTTAsync_message m = MQTTAsync_message_initializer;
-    m.payload = digest;
-    m.payloadlen = 16;
+    m.payload = body;
+    m.payloadlen = (int)blen;
     m.qos = 0;
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     int rc = MQTTAsync_sendMessage(c->client, topic, &m, &ro);
@@ -362,7 +367,7 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
         atomic_store(&c->in_message, 1);
     handle_message(c, topic, msg->payload, len, msg->dup, by);
     if (*by)
-        confirm(c, by, msg->payload, len);
+        confirm(c, by, msg, len);
     if (retiring) {
         atomic_store(&c->last_message_us, ts_mono_us());
         atomic_store(&c->in_message, 0);

@@ -463,16 +463,19 @@ def test_sigterm_storage(st, api, run_factory):
 
 # --- 7. malformed MQTT messages: dead letters ---------------------------------------
 
-def publish(st, topic, payload):
+def publish(st, topic, payload, corr=None):
     """mosquitto_pub -V mqttv5 -q 1 of raw bytes (from a file: any byte), as
-    the broker's user `ingestion` (the only one that may publish readings)."""
+    the broker's user `ingestion` (the only one that may publish readings);
+    corr: the PUBLISH's Correlation Data (bytes mosquitto_pub takes as an
+    argument: no NUL)."""
     path = st.state_dir / "runs" / f"payload-{now_us()}"
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(payload)
+    props = ["-D", "publish", "correlation-data", os.fsdecode(corr)] if corr else []
     r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(st.ports.mqtt), "-V", "mqttv5",
                         "-u", "ingestion", "-P", st.secrets["MQTT_INGESTION_PASSWORD"],
-                        "-q", "1", "-t", topic, "-f", str(path)], capture_output=True, text=True,
-                       timeout=20)
+                        "-q", "1", "-t", topic, "-f", str(path)] + props, capture_output=True,
+                       text=True, timeout=20)
     assert r.returncode == 0 and not r.stderr, f"mosquitto_pub failed: {r.stdout}{r.stderr}"
 
 
@@ -661,37 +664,77 @@ def test_malformed_mqtt_messages_dead_lettered(st, api):
 
 
 def fnv1a64(data):
-    """The digest storage confirms a message with (reading_msg_digest)."""
+    """The digest storage confirms a message without an id with
+    (reading_msg_digest)."""
     h = 0xcbf29ce484222325
     for b in data:
         h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
     return f"{h:016x}"
 
 
-def test_dead_letter_is_confirmed_to_its_sender(st):
-    """A message storage could only dead-letter is still confirmed to the
-    ingestion instance its topic names, so that ingestion does not publish
-    it again (one more dead letter each time)."""
-    inst = f"evil-{now_us()}"
-    payload = b"not a message at all"
+def watch_stored(st, topic, count):
+    """A mosquitto_sub, as ingestion's user, on storage's confirmations
+    (topic), listening once this returns; .communicate() gives what it saw:
+    -d prints each PUBLISH's properties too, the payload on a line of its
+    own."""
     # stdbuf: mosquitto_sub's lines as they come, not when it exits.
     sub = subprocess.Popen(["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1",
                             "-p", str(st.ports.mqtt), "-V", "mqttv5", "-u", "ingestion",
                             "-P", st.secrets["MQTT_INGESTION_PASSWORD"], "-d",
-                            "-t", f"sensorflow/v1/stored/{inst}", "-C", "1", "-W", "60"],
+                            "-t", topic, "-C", str(count), "-W", "60"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
+    for line in sub.stdout:   # -d: the SUBACK says it listens
+        lines.append(line.strip())
+        if "SUBACK" in line:
+            return sub, lines
+    sub.kill()
+    raise AssertionError(f"mosquitto_sub did not subscribe: {lines[-10:]}")
+
+
+@pytest.mark.parametrize("corr", [None, b"\x01\x23\x45\x67\x89\xab\xcd\xef"],
+                         ids=["by-digest", "by-id"])
+def test_dead_letter_is_confirmed_to_its_sender(st, corr):
+    """A message storage could only dead-letter is still confirmed to the
+    ingestion instance its topic names, so that ingestion does not publish
+    it again (one more dead letter each time): by the id of its Correlation
+    Data, as ingestion sends them, or, from an ingestion older than ids,
+    by its digest."""
+    inst = f"evil-{now_us()}"
+    payload = b"not a message at all"
+    sub, lines = watch_stored(st, f"sensorflow/v1/stored/{inst}", 1)
     try:
-        for line in sub.stdout:   # -d: the SUBACK says it listens
-            lines.append(line.strip())
-            if "SUBACK" in line:
-                break
-        publish(st, f"sensorflow/v1/readings/{inst}", payload)
+        publish(st, f"sensorflow/v1/readings/{inst}", payload, corr=corr)
         out, _ = sub.communicate(timeout=60)
         lines += out.splitlines()
     finally:
         sub.kill()
-    assert fnv1a64(payload) in lines, f"no confirmation {fnv1a64(payload)}: {lines[-10:]}"
+    want = "id:0123456789abcdef" if corr else fnv1a64(payload)
+    assert want in lines, f"no confirmation {want}: {lines[-10:]}"
+
+
+def test_confirmations_name_message_ids(st, api):
+    """ingestion's messages carry ids, storage confirms by them (no digest
+    of every byte on either side), and ingestion lets go of what storage
+    confirmed: nothing stays unconfirmed once the readings are stored."""
+    sub, lines = watch_stored(st, "sensorflow/v1/stored/#", 4)
+    try:
+        tag = now_us()
+        for i in range(4):
+            a = api.post("/v1/readings", {"sensor_id": f"conf-{tag}-{i}", "type": "humidity",
+                                          "value": 40 + i})
+            assert a.status == 202, a
+            time.sleep(0.05)   # each its own message, most likely
+        out, _ = sub.communicate(timeout=60)
+        lines += out.splitlines()
+    finally:
+        sub.kill()
+    got = [ln for ln in lines if re.fullmatch(r"id:[0-9a-f]{16}|[0-9a-f]{16}", ln)]
+    assert got and all(ln.startswith("id:") for ln in got), f"confirmations: {lines[-12:]}"
+    wait_for(lambda: rows(st, f"sensor_id like 'conf-{tag}-%'") and
+             all((readyz(port)[1] or {}).get("unconfirmed_messages", 1) == 0
+                 for port in st.ports.ingestion), 30,
+             "every replica to hold no unconfirmed message")
 
 
 # --- 8. the whole stack restarted ---------------------------------------------------

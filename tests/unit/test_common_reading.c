@@ -1750,6 +1750,44 @@ static void test_msg_digest(void **state)
     assert_true(reading_msg_digest("{\"v\":1}", 7) != reading_msg_digest("{\"v\":2}", 7));
 }
 
+/* What storage publishes for a message, and what ingestion reads from it:
+ * the id of its Correlation Data when it has one, else its digest (a
+ * message from an ingestion older than ids). */
+static void test_confirm_format_and_parse(void **state)
+{
+    (void)state;
+    char out[READING_CONFIRM_MAX];
+    uint64_t v = 0;
+    const unsigned char id[READING_MSG_ID_LEN] = { 0x01, 0x23, 0x45, 0x67,
+                                                   0x89, 0xab, 0xcd, 0xef };
+    assert_int_equal(reading_confirm_format(out, id, sizeof id, "foobar", 6), 19);
+    assert_string_equal(out, "id:0123456789abcdef");
+    assert_int_equal(reading_confirm_parse(out, 19, &v), READING_CONFIRM_ID);
+    assert_true(v == 0x0123456789abcdefULL);
+
+    /* No Correlation Data, or one that is not an id of ours: the digest. */
+    assert_int_equal(reading_confirm_format(out, NULL, 0, "foobar", 6), 16);
+    assert_string_equal(out, "85944171f73967e8");
+    assert_int_equal(reading_confirm_parse(out, 16, &v), READING_CONFIRM_DIGEST);
+    assert_true(v == 0x85944171f73967e8ULL);
+    assert_int_equal(reading_confirm_format(out, "abc", 3, "foobar", 6), 16);
+    assert_string_equal(out, "85944171f73967e8");
+    assert_int_equal(reading_confirm_format(out, id, sizeof id, "", 0), 19);
+
+    /* Anything else is no confirmation. */
+    v = 7;
+    assert_int_equal(reading_confirm_parse("", 0, &v), READING_CONFIRM_NONE);
+    assert_int_equal(reading_confirm_parse("85944171f73967e", 15, &v), READING_CONFIRM_NONE);
+    assert_int_equal(reading_confirm_parse("85944171F73967E8", 16, &v), READING_CONFIRM_NONE);
+    assert_int_equal(reading_confirm_parse("85944171f73967e8 ", 17, &v), READING_CONFIRM_NONE);
+    assert_int_equal(reading_confirm_parse("id:0123456789abcdeg", 19, &v), READING_CONFIRM_NONE);
+    assert_int_equal(reading_confirm_parse("ID:0123456789abcdef", 19, &v), READING_CONFIRM_NONE);
+    assert_int_equal(reading_confirm_parse("id:0123456789abcdef0", 20, &v), READING_CONFIRM_NONE);
+    assert_int_equal(reading_confirm_parse("id:\0" "123456789abcdef", 19, &v),
+                     READING_CONFIRM_NONE);
+    assert_true(v == 7);
+}
+
 static void test_msg_negative_zero(void **state)
 {
     (void)state;
@@ -2269,6 +2307,7 @@ int main(void)
         cmocka_unit_test_teardown(test_msg_awkward_doubles, teardown),
         cmocka_unit_test_teardown(test_format_number, teardown),
         cmocka_unit_test_teardown(test_msg_digest, teardown),
+        cmocka_unit_test(test_confirm_format_and_parse),
         cmocka_unit_test_teardown(test_msg_negative_zero, teardown),
         cmocka_unit_test_teardown(test_msg_decode_negative_zero, teardown),
         cmocka_unit_test_teardown(test_msg_timestamp_range, teardown),
