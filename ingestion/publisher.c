@@ -331,13 +331,14 @@ static void forwarded_done(struct publisher *p, int ok);
 
 
 /* The largest payload the broker takes in one PUBLISH: its Maximum Packet
- * Size less our packet's header (fixed header, topic, packet id, an empty
- * property list); SIZE_MAX when it named no limit, or before the first
- * connection. */
+ * Size less our packet's header: fixed header (5 bytes at most), topic
+ * (2 + its length), packet id (2), properties (their length, 1 byte, and
+ * the Correlation Data: identifier, 2-byte length, the id); SIZE_MAX when
+ * it named no limit, or before the first connection. */
 static size_t payload_limit(const struct publisher *p)
 {
     size_t max = p->max_packet;
-    size_t head = strlen(p->topic) + 16;
+    size_t head = 5 + 2 + strlen(p->topic) + 2 + 1 + (1 + 2 + READING_MSG_ID_LEN);
     if (!max)
         return SIZE_MAX;
     return max > head ? max - head : 0;

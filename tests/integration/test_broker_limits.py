@@ -99,6 +99,54 @@ def test_requests_that_together_exceed_a_packet_are_all_stored(own_stack, api):
         assert "mqtt.connection_lost" not in own_stack.log_tail(name, 400), name
 
 
+def edge_request(k, tag_chars, t0):
+    """k readings without tags and one with 16 tags of tag_chars letters in
+    all (16-4096): each letter one more byte in the message."""
+    assert 16 <= tag_chars <= 16 * 256
+    sensor = str(uuid.uuid4())
+    body = readings(sensor, k + 1, t0)
+    sizes = [tag_chars // 16 + (i < tag_chars % 16) for i in range(16)]
+    body[-1]["tags"] = {f"t{i:02d}": "x" * n for i, n in enumerate(sizes)}
+    return sensor, body
+
+
+def test_a_request_at_the_limit_is_published_whole(own_stack, api):
+    """The largest request a replica takes under the broker's limit, found to
+    the byte, goes out in one PUBLISH the broker takes and is stored:
+    ingestion counts every byte of its packet's header, the Correlation
+    Data of the message's id included, against the limit."""
+    t0 = int(time.time() * 1e6) - 500_000_000
+    n = [0]
+
+    def post(k, tag_chars):
+        n[0] += 1
+        sensor, body = edge_request(k, tag_chars, t0)
+        # An X-Request-Id of one length (the message names it): HAProxy's
+        # own grow with its counter.
+        r = api.post("/v1/readings", body, headers={"X-Request-Id": f"edge-{n[0]:08d}"})
+        assert r.status in (202, 413), r
+        return sensor if r.status == 202 else None
+
+    lo, hi = 0, 200   # readings: lo fits with the fewest tag letters, hi not
+    assert post(lo, 16) and not post(hi, 16)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if post(mid, 16) else (lo, mid)
+    k = lo
+    lo, hi = 16, 16 * 256   # tag letters: each one byte, so the edge is exact
+    assert not post(k, hi), "a reading more did not reach the limit"
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if post(k, mid) else (lo, mid)
+    sensor = post(k, lo)
+    assert sensor and not post(k, lo + 1)
+    wait_for(lambda: len(rows(own_stack, f"sensor_id = '{sensor}'")) == k + 1, 30,
+             "the readings of the request at the limit stored")
+    assert "oversize packet" not in broker_log(own_stack)
+    for name in ("ingestion-1", "ingestion-2"):
+        assert "mqtt.connection_lost" not in own_stack.log_tail(name, 400), name
+
+
 def test_a_spooled_message_over_the_limit_goes_in_pieces(own_stack):
     """ingestion-1 started while the broker is down does not know the limit
     yet: it spools a request of 300 readings as one message (about 57 KB)
