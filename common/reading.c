@@ -900,10 +900,21 @@ uint64_t reading_msg_digest(const void *payload, size_t len)
 }
 
 static const char hex_digits[] = "0123456789abcdef";
+static const char CONFIRM_ID_PREFIX[] = "id:";
+#define CONFIRM_ID_PREFIX_LEN (sizeof CONFIRM_ID_PREFIX - 1)
+#define CONFIRM_HEX_LEN 16
+_Static_assert(READING_CONFIRM_MAX == CONFIRM_ID_PREFIX_LEN + CONFIRM_HEX_LEN + 1,
+               "READING_CONFIRM_MAX holds the longest confirmation");
+
+void reading_msg_id_bytes(uint64_t id, unsigned char out[READING_MSG_ID_LEN])
+{
+    for (int i = READING_MSG_ID_LEN - 1; i >= 0; i--, id >>= 8)
+        out[i] = (unsigned char)(id & 0xff);
+}
 
 static void put_hex64(char *out, uint64_t v)
 {
-    for (int i = 15; i >= 0; i--, v >>= 4)
+    for (int i = CONFIRM_HEX_LEN - 1; i >= 0; i--, v >>= 4)
         out[i] = hex_digits[v & 0xf];
 }
 
@@ -917,28 +928,29 @@ size_t reading_confirm_format(char *out, const void *corr, size_t corrlen,
         v = 0;
         for (size_t i = 0; i < READING_MSG_ID_LEN; i++)
             v = v << 8 | b[i];
-        memcpy(out, "id:", 3);
-        n = 3;
+        memcpy(out, CONFIRM_ID_PREFIX, CONFIRM_ID_PREFIX_LEN);
+        n = CONFIRM_ID_PREFIX_LEN;
     } else {
         v = reading_msg_digest(payload, len);
     }
     put_hex64(out + n, v);
-    out[n + 16] = '\0';
-    return n + 16;
+    out[n + CONFIRM_HEX_LEN] = '\0';
+    return n + CONFIRM_HEX_LEN;
 }
 
 enum reading_confirm_kind reading_confirm_parse(const void *buf, size_t len, uint64_t *value)
 {
     const char *s = buf;
     enum reading_confirm_kind kind = READING_CONFIRM_DIGEST;
-    if (len == 19 && !memcmp(s, "id:", 3)) {
+    if (len == CONFIRM_ID_PREFIX_LEN + CONFIRM_HEX_LEN &&
+        !memcmp(s, CONFIRM_ID_PREFIX, CONFIRM_ID_PREFIX_LEN)) {
         kind = READING_CONFIRM_ID;
-        s += 3;
-    } else if (len != 16) {
+        s += CONFIRM_ID_PREFIX_LEN;
+    } else if (len != CONFIRM_HEX_LEN) {
         return READING_CONFIRM_NONE;
     }
     uint64_t v = 0;
-    for (int i = 0; i < 16; i++) {
+    for (int i = 0; i < CONFIRM_HEX_LEN; i++) {
         char c = s[i];
         int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
         if (d < 0)

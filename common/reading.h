@@ -188,6 +188,9 @@ enum reading_confirm_kind {
     READING_CONFIRM_DIGEST       /* value: reading_msg_digest() of its bytes */
 };
 
+/* Writes id as a message's Correlation Data (big-endian). */
+void reading_msg_id_bytes(uint64_t id, unsigned char out[READING_MSG_ID_LEN]);
+
 /* A 64-bit digest (FNV-1a) of a message's bytes. */
 uint64_t reading_msg_digest(const void *payload, size_t len);
 

@@ -660,8 +660,7 @@ static int publish(struct publisher *p, struct pub_msg *m, const struct reading_
     mosquitto_property *props = NULL;
     if (!p->mosq || p->dead || p->state != CONN_UP)
         return MOSQ_ERR_NO_CONN;
-    for (int i = READING_MSG_ID_LEN - 1; i >= 0; i--, id >>= 8)
-        corr[i] = (unsigned char)(id & 0xff);
+    reading_msg_id_bytes(id, corr);
     int rc = mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, corr,
                                            sizeof corr);
     if (rc == MOSQ_ERR_SUCCESS)

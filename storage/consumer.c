@@ -340,10 +340,9 @@ static void confirm(struct consumer *c, const char *by, MQTTAsync_message *msg, 
         return;
     MQTTProperty *corr = MQTTProperties_getProperty(&msg->properties,
                                                     MQTTPROPERTY_CODE_CORRELATION_DATA);
+    int clen = corr ? corr->value.data.len : 0;
     size_t blen = reading_confirm_format(body, corr ? corr->value.data.data : NULL,
-                                         corr && corr->value.data.len > 0
-                                             ? (size_t)corr->value.data.len : 0,
-                                         msg->payload, len);
+                                         clen > 0 ? (size_t)clen : 0, msg->payload, len);
     MQTTAsync_message m = MQTTAsync_message_initializer;
     m.payload = body;
     m.payloadlen = (int)blen;

@@ -1764,6 +1764,13 @@ static void test_confirm_format_and_parse(void **state)
     assert_string_equal(out, "id:0123456789abcdef");
     assert_int_equal(reading_confirm_parse(out, 19, &v), READING_CONFIRM_ID);
     assert_true(v == 0x0123456789abcdefULL);
+    /* ingestion writes the id as storage reads it back. */
+    unsigned char bytes[READING_MSG_ID_LEN];
+    reading_msg_id_bytes(0x0123456789abcdefULL, bytes);
+    assert_memory_equal(bytes, id, sizeof id);
+    reading_msg_id_bytes(UINT64_MAX - 1, bytes);
+    assert_int_equal(reading_confirm_format(out, bytes, sizeof bytes, "", 0), 19);
+    assert_string_equal(out, "id:fffffffffffffffe");
 
     /* No Correlation Data, or one that is not an id of ours: the digest. */
     assert_int_equal(reading_confirm_format(out, NULL, 0, "foobar", 6), 16);
