@@ -841,28 +841,29 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
     }
 }
 
-/* The hold follows storage's pace while storage confirms at all. Twice its
- * recent time to confirm: a storage that is slow but working (large
- * messages, each commit queued behind the other replicas') keeps pacing us
- * (with a fixed 50 ms, commits of 22-35 ms let go, and ingestion answered
- * 14-31% more than storage stored, its memory growing with the unconfirmed
- * messages). At most PUBLISHER_HOLD_MAX_US: while storage works through a
- * backlog (after a restart, its persistent session's queue) its
- * confirmations come late, and a longer hold would stall every client
- * meanwhile. At least PUBLISHER_HOLD_MIN_US, not confirm_wait_ms: at
- * moderate rates storage confirms in 1-3 ms, and a commit that stalls for
- * a moment (PostgreSQL's fsync behind the kernel's writeback of the table's
- * pages, every 30 s) held every client for up to 50 ms with it, where the
- * readings are safe in the broker and in our retention already (that
- * second's POST p99: 42-53 ms, against 11-40 with 5 ms: bench/NOTES.md,
- * 2026-12-07 from 14:47). Only while storage confirms everything within a
- * second, though: a message unconfirmed for longer may sit in the queue of
- * a storage that left for good, whose client id mosquitto keeps sending
- * its share of the messages to (README: Known limits), and there a hold of
- * 5 ms would queue ten times as many messages as 50 ms, towards mosquitto's
- * max_queued_messages. A storage silent for a second is taken for stopped:
- * back to confirm_wait_ms, which then spaces the messages it will find
- * queued. */
+/* The hold, by what storage is doing:
+ * - silent for over a second: taken for stopped; base_us (confirm_wait_ms)
+ *   spaces the messages it will find queued when it is back;
+ * - confirming, but a message has waited over a second: it may sit in the
+ *   queue of a storage that left for good, whose client id mosquitto keeps
+ *   sending a share of the messages to (README: Known limits); from base_us,
+ *   since a 5 ms hold would queue ten times as many messages there as 50 ms,
+ *   towards mosquitto's max_queued_messages;
+ * - confirming everything within a second: from PUBLISHER_HOLD_MIN_US. At
+ *   moderate rates storage confirms in 1-3 ms, and with confirm_wait_ms a
+ *   commit that stalls for a moment (its fsync behind the kernel's writeback
+ *   of the table's pages, every 30 s) held every client for up to 50 ms,
+ *   though the readings were safe in the broker and in our retention (that
+ *   second's POST p99 42-53 ms, 11-40 with 5 ms: bench/NOTES.md, 2026-12-07
+ *   from 14:47).
+ * In the last two, twice storage's recent time to confirm when that is
+ * longer: a storage slow but working (large messages, each commit queued
+ * behind the other replicas') keeps pacing us (a fixed 50 ms let commits of
+ * 22-35 ms go, and ingestion answered 14-31% more than storage stored, its
+ * memory growing with the unconfirmed messages). At most
+ * PUBLISHER_HOLD_MAX_US: while storage works through a backlog (after a
+ * restart, its persistent session's queue) its confirmations come late, and
+ * a longer hold would stall every client meanwhile. */
 int64_t publisher_hold_us(int64_t base_us, int64_t avg_us, int64_t silent_us,
                           int64_t oldest_us)
 {
