@@ -849,13 +849,13 @@ static void send_msg(struct publisher *p, struct pub_msg *m)
  *   sending a share of the messages to (README: Known limits); from base_us,
  *   since a 5 ms hold would queue ten times as many messages there as 50 ms,
  *   towards mosquitto's max_queued_messages;
- * - confirming everything within a second: from PUBLISHER_HOLD_MIN_US. At
- *   moderate rates storage confirms in 1-3 ms, and with confirm_wait_ms a
- *   commit that stalls for a moment (its fsync behind the kernel's writeback
- *   of the table's pages, every 30 s) held every client for up to 50 ms,
- *   though the readings were safe in the broker and in our retention (that
- *   second's POST p99 42-53 ms, 11-40 with 5 ms: bench/NOTES.md, 2026-12-07
- *   from 14:47).
+ * - confirming everything within a second: from PUBLISHER_HOLD_MIN_US (or
+ *   base_us, if lower). At moderate rates storage confirms in 1-3 ms, and
+ *   with confirm_wait_ms a commit that stalls for a moment (its fsync behind
+ *   the kernel's writeback of the table's pages, every 30 s) held every
+ *   client for up to 50 ms, though the readings were safe in the broker
+ *   and in our retention (that second's POST p99 42-53 ms, 11-40 with 5 ms:
+ *   bench/NOTES.md, 2026-12-07 from 14:47).
  * In the last two, twice storage's recent time to confirm when that is
  * longer: a storage slow but working (large messages, each commit queued
  * behind the other replicas') keeps pacing us (a fixed 50 ms let commits of
