@@ -476,6 +476,18 @@ int main(int argc, char **argv)
         goto out;
     }
     http_api_set_keys(a.api, a.keys);
+    /* Before the listener: once it listens, a client (or a supervisor
+     * that waits for the port) may connect and send SIGTERM at once, which
+     * must drain and exit as always, not kill us by the default action.
+     * libevent runs these callbacks only in event_base_dispatch(). */
+    a.sigterm = evsignal_new(a.base, SIGTERM, on_signal, &a);
+    a.sigint = evsignal_new(a.base, SIGINT, on_signal, &a);
+    a.sighup = evsignal_new(a.base, SIGHUP, on_reload, &a);
+    if (!a.sigterm || !a.sigint || !a.sighup || event_add(a.sigterm, NULL) < 0 ||
+        event_add(a.sigint, NULL) < 0 || event_add(a.sighup, NULL) < 0) {
+        log_error("startup.failed", "reason=\"cannot install signal handlers\"");
+        goto out;
+    }
     if (!(a.listener = bind_listener(a.base, err, sizeof err)) ||
         !evhttp_bind_listener(a.http, a.listener)) {
         if (a.listener)
@@ -492,14 +504,6 @@ int main(int argc, char **argv)
     }
     g_app = &a;   /* the listener's user data is evhttp's, not ours */
     evconnlistener_set_error_cb(a.listener, accept_error_cb);
-    a.sigterm = evsignal_new(a.base, SIGTERM, on_signal, &a);
-    a.sigint = evsignal_new(a.base, SIGINT, on_signal, &a);
-    a.sighup = evsignal_new(a.base, SIGHUP, on_reload, &a);
-    if (!a.sigterm || !a.sigint || !a.sighup || event_add(a.sigterm, NULL) < 0 ||
-        event_add(a.sigint, NULL) < 0 || event_add(a.sighup, NULL) < 0) {
-        log_error("startup.failed", "reason=\"cannot install signal handlers\"");
-        goto out;
-    }
     log_info("startup.listening", "addr=%s port=%ld broker=%s topic=%s client_id=%s spool=%s "
              "api_keys=%s rate_per_sensor=%g sched=%s", C.listen, C.port, C.mqtt_url, topic,
              client_id, spool_dir, a.keys ? C.api_keys_file : "off", C.rate_per_sensor,
